@@ -1,0 +1,261 @@
+"""Typed configuration of the Mobile-VideoGPT reference model.
+
+The checkpoint's ``config.json`` (Hugging Face layout, ``model_type: MobileVideoGPT_qwen``) is read once, validated, and
+turned into three typed parts: the Qwen2 decoder config (a transformers ``Qwen2Config``), the VideoMamba-M config and
+the pipeline constants (frames, chunks, top-K, pooling). The CLIP vision config comes from the CLIP directory.
+
+Values the release hard-codes rather than reading from ``config.json`` (VideoMamba geometry, CHUNK_SIZE, K) are fixed
+here with the release's values; ``videomamba_depth`` is the one the golden vectors change (32 -> 2), so it can be given
+in ``config.json`` (our synthetic checkpoints write it) or inferred from the checkpoint's tensor names by the loader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import CLIPVisionConfig, Qwen2Config
+
+MODEL_TYPE = "MobileVideoGPT_qwen"
+
+
+class ConfigError(ValueError):
+    """A checkpoint or CLIP configuration is missing a field or has a value this model cannot run."""
+
+
+@dataclass(frozen=True)
+class VideoMambaConfig:
+    """VideoMamba-M hyperparameters (release: ``videomamba/config.py``, "videomamba_middle").
+
+    Attributes:
+        depth: Number of bidirectional Mamba blocks (32 in the release).
+        embed_dim: Model width d_model (576).
+        d_state: SSM state size N (16).
+        d_conv: Causal depthwise conv width (4).
+        expand: Inner expansion factor (2, so d_inner = 1152).
+        img_size: Input resolution (224).
+        patch_size: Spatial patch size (16, so 14x14 patches).
+        num_frames: Temporal positions (8; the temporal embedding has exactly 8 rows).
+        norm_eps: RMSNorm epsilon (1e-5).
+        clip_decoder_dim: Width of the unused ``clip_decoder`` head kept for strict loading (512).
+        scan_impl: Name of the selective-scan implementation (``mobile_videogpt.selective_scan.SCAN_IMPLS``).
+    """
+
+    depth: int = 32
+    embed_dim: int = 576
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    img_size: int = 224
+    patch_size: int = 16
+    num_frames: int = 8
+    norm_eps: float = 1e-5
+    clip_decoder_dim: int = 512
+    scan_impl: str = "ref"
+
+    @property
+    def d_inner(self) -> int:
+        """Inner width of the mixer (expand * d_model)."""
+        return self.expand * self.embed_dim
+
+    @property
+    def dt_rank(self) -> int:
+        """Rank of the step-size projection (ceil(d_model / 16))."""
+        return math.ceil(self.embed_dim / 16)
+
+    @property
+    def grid(self) -> int:
+        """Patches per side (14)."""
+        return self.img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Release constants of the multimodal pipeline (``constants.py``, ``arch.py``).
+
+    Attributes:
+        num_frames: Frames per clip, for both branches (NUM_FRAMES = NUM_CONTEXT_IMAGES = 16).
+        chunk_size: Frames per scoring chunk (CHUNK_SIZE = 8).
+        top_k: Frames kept per chunk (num_select_k_frames_in_chunk = 4).
+        largest: Keep the largest scores (``topk=True``).
+        select_layer: CLIP hidden-state index (mm_vision_select_layer = -2).
+        image_pool: Image ETP pooled grid side (12).
+        video_pool: Video pooled grid side, both per frame and in the ETP (7).
+        image_size: Input resolution of both branches (224).
+    """
+
+    num_frames: int = 16
+    chunk_size: int = 8
+    top_k: int = 4
+    largest: bool = True
+    select_layer: int = -2
+    image_pool: int = 12
+    video_pool: int = 7
+    image_size: int = 224
+
+    @property
+    def num_chunks(self) -> int:
+        """Chunks per clip (16 // 8 = 2)."""
+        return self.num_frames // self.chunk_size
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual rows spliced into the prompt: 16 x 144 + 2 x 49 = 2402."""
+        return self.num_frames * self.image_pool**2 + self.num_chunks * self.video_pool**2
+
+
+@dataclass(frozen=True)
+class MobileVideoGPTConfig:
+    """Everything needed to build the reference model.
+
+    Attributes:
+        text: The Qwen2 decoder config.
+        videomamba: VideoMamba-M config.
+        clip: CLIP vision tower config.
+        pipeline: Frame/chunk/pooling constants.
+        raw: The checkpoint's config.json as read (kept for re-saving).
+    """
+
+    text: Qwen2Config
+    videomamba: VideoMambaConfig
+    clip: CLIPVisionConfig
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hidden_size(self) -> int:
+        """LLM hidden size H (896 for 0.5B, 1536 for 1.5B)."""
+        return int(self.text.hidden_size)
+
+    def __post_init__(self) -> None:
+        p = self.pipeline
+        if p.num_chunks * p.top_k != self.videomamba.num_frames:
+            raise ConfigError(
+                f"num_chunks ({p.num_chunks}) x top_k ({p.top_k}) must equal VideoMamba's {self.videomamba.num_frames}"
+                " temporal positions"
+            )
+        if self.clip.image_size != p.image_size or self.clip.patch_size != self.videomamba.patch_size:
+            raise ConfigError(
+                f"CLIP geometry image_size={self.clip.image_size}, patch_size={self.clip.patch_size} is not the"
+                f" 224/16 this model needs"
+            )
+        if self.clip.hidden_size != 768:
+            raise ConfigError(f"CLIP hidden_size is {self.clip.hidden_size}; the image projector expects 768")
+
+
+_REQUIRED_TEXT_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "rms_norm_eps",
+    "rope_theta",
+    "max_position_embeddings",
+)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """Reads a JSON object from ``path``, raising ConfigError that names ``what`` on failure."""
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what}: {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: {path} must hold a JSON object")
+    return data
+
+
+def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
+    """Builds the Qwen2 decoder config from a Mobile-VideoGPT config.json dict.
+
+    Args:
+        raw: The parsed config.json.
+
+    Returns:
+        A ``Qwen2Config`` with the checkpoint's geometry.
+
+    Raises:
+        ConfigError: If a required field is missing or the projector/tower types are not the released ones.
+    """
+    if raw.get("model_type") != MODEL_TYPE:
+        raise ConfigError(f"config.json: model_type is {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
+    missing = [k for k in _REQUIRED_TEXT_FIELDS if k not in raw]
+    if missing:
+        raise ConfigError(f"config.json: missing field(s) {missing}")
+    for key in ("mm_projector_type", "image_mm_projector_type"):
+        if raw.get(key, "etp") != "etp":
+            raise ConfigError(f"config.json: {key} is {raw.get(key)!r}; only 'etp' (the released projector) is supported")
+    if raw.get("mm_vision_select_layer", -2) != -2:
+        raise ConfigError(f"config.json: mm_vision_select_layer is {raw['mm_vision_select_layer']}, expected -2")
+    if raw.get("mm_vision_select_feature", "patch") != "patch":
+        raise ConfigError("config.json: mm_vision_select_feature must be 'patch'")
+    if raw.get("rope_scaling") not in (None, {}):
+        # The release forces rope_scaling=None in qwen.py; say so rather than silently differ.
+        raise ConfigError("config.json: rope_scaling must be null (the release forces it to None)")
+    return Qwen2Config(
+        hidden_size=raw["hidden_size"],
+        intermediate_size=raw["intermediate_size"],
+        num_hidden_layers=raw["num_hidden_layers"],
+        num_attention_heads=raw["num_attention_heads"],
+        num_key_value_heads=raw["num_key_value_heads"],
+        vocab_size=raw["vocab_size"],
+        rms_norm_eps=raw["rms_norm_eps"],
+        rope_theta=raw["rope_theta"],
+        max_position_embeddings=raw["max_position_embeddings"],
+        hidden_act=raw.get("hidden_act", "silu"),
+        attention_dropout=raw.get("attention_dropout", 0.0),
+        tie_word_embeddings=raw.get("tie_word_embeddings", True),
+        bos_token_id=raw.get("bos_token_id"),
+        eos_token_id=raw.get("eos_token_id"),
+        use_sliding_window=False,
+        sliding_window=None,
+        max_window_layers=raw.get("max_window_layers", raw["num_hidden_layers"]),
+        attn_implementation=raw.get("attn_implementation", "sdpa"),
+    )
+
+
+def load_clip_config(clip_dir: Path) -> CLIPVisionConfig:
+    """Reads and validates the CLIP vision config of a CLIP directory (HF ``CLIPVisionModel`` layout).
+
+    Args:
+        clip_dir: Directory with config.json.
+
+    Returns:
+        The CLIP vision config.
+    """
+    raw = _read_json(Path(clip_dir) / "config.json", "CLIP config")
+    if "vision_config" in raw:  # a full CLIPModel config: take its vision part
+        raw = raw["vision_config"]
+    if raw.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
+        raise ConfigError(f"CLIP config: model_type {raw.get('model_type')!r} is not a CLIP vision model")
+    cfg = CLIPVisionConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def load_config(
+    model_dir: Path, clip_dir: Path, videomamba_depth: int | None = None, scan_impl: str = "ref"
+) -> MobileVideoGPTConfig:
+    """Loads the full model configuration from a checkpoint directory and a CLIP directory.
+
+    Args:
+        model_dir: Checkpoint directory with config.json.
+        clip_dir: CLIP directory with config.json.
+        videomamba_depth: VideoMamba depth when config.json does not say (the loader infers it from tensor names).
+        scan_impl: Selective-scan implementation name (a run-time choice, not a checkpoint property).
+
+    Returns:
+        The validated configuration.
+    """
+    raw = _read_json(Path(model_dir) / "config.json", "checkpoint config")
+    text = text_config_from_dict(raw)
+    depth = raw.get("videomamba_depth", videomamba_depth if videomamba_depth is not None else 32)
+    vm = VideoMambaConfig(depth=int(depth), scan_impl=scan_impl)
+    return MobileVideoGPTConfig(text=text, videomamba=vm, clip=load_clip_config(clip_dir), raw=raw)

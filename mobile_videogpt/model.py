@@ -1,0 +1,424 @@
+"""Mobile-VideoGPT reference model: the whole inference path as separate, typed stages.
+
+Dimensions:
+    F = 16 frames, C = 2 chunks of T = 8, K = 4 kept per chunk, P = 196 patches, E = 768 (CLIP), M = 576 (VideoMamba),
+    H = LLM hidden size, V = vocabulary rows, N = prompt length with 2402 visual rows.
+
+Stage entry points (each callable alone, so export and the runtime can use any of them):
+    ``preprocess``        RGB uint8 frames -> (video_pixels [F,3,224,224], context_pixels [F,3,224,224])
+    ``encode_images``     context_pixels -> CLIP patch features [F, P, E]
+    ``score_frames`` / ``select_frames``  features [F, P, E] -> scores [C, T] -> indices [C, K]
+    ``encode_video``      the C*K selected video-branch frames -> VideoMamba tokens [C*K, P, M]
+    ``project_video``     tokens -> pooled [C, K*49, M] -> video ETP [C, 49, H]
+    ``project_images``    CLIP features -> image ETP [F, 144, H]
+    ``merge_visual``      -> visual tokens [2402, H] (16 x 144 image rows, then 2 x 49 video rows)
+    ``build_inputs_embeds`` prefix ids, visual rows, suffix ids -> inputs_embeds [N, H]
+    ``decode_step``       inputs_embeds [1, S, H] + past KV -> last-position logits [1, V] + present KV
+    ``generate``          greedy decoding with the KV cache
+
+Module paths equal checkpoint keys: ``lm.model.embed_tokens`` / ``lm.model.layers`` / ``lm.model.norm`` (Qwen2 from
+transformers), ``lm.model.vision_tower.vision_encoder.*`` (VideoMamba), ``lm.model.mm_projector.*`` and
+``lm.model.image_mm_projector.*`` (ETP); ``lm.lm_head`` is tied to ``embed_tokens``. The checkpoint's keys are the
+``lm`` state dict's keys; CLIP's keys (``vision_model.*``) are the ``clip`` state dict's keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DynamicCache, Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
+from transformers.initialization import no_init_weights
+
+from mobile_videogpt import frame_selection
+from mobile_videogpt.clip_encoder import CLIPImageEncoder
+from mobile_videogpt.config import MobileVideoGPTConfig
+from mobile_videogpt.preprocess import ClipPreprocessConfig, preprocess_frames
+from mobile_videogpt.projector import ETProjector, pool_video_tokens
+from mobile_videogpt.videomamba import VideoMambaTower
+
+logger = logging.getLogger(__name__)
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+"""Flat per-layer KV cache: ``[(key, value)] * layers``, each [B, kv_heads, P, head_dim] (BNSH, as HF)."""
+
+
+class MobileVideoGPTQwenModel(Qwen2Model):
+    """Qwen2 backbone plus the multimodal modules at the checkpoint's paths (release: ``MetaModel``)."""
+
+    def __init__(self, config: MobileVideoGPTConfig) -> None:
+        """Builds the decoder and the vision modules.
+
+        Args:
+            config: Full model configuration.
+        """
+        super().__init__(config.text)
+        hidden = config.hidden_size
+        p = config.pipeline
+        self.vision_tower = VideoMambaTower(config.videomamba)
+        # The release forces in_features to 576 (video) and 768 (image) whatever mm_hidden_size says.
+        self.mm_projector = ETProjector(config.videomamba.embed_dim, hidden, out_side=p.video_pool)
+        self.image_mm_projector = ETProjector(config.clip.hidden_size, hidden, out_side=p.image_pool)
+
+
+class MobileVideoGPTForCausalLM(Qwen2ForCausalLM):
+    """The checkpoint's model: Qwen2 causal LM whose backbone carries VideoMamba and both projectors."""
+
+    def __init__(self, config: MobileVideoGPTConfig) -> None:
+        """Builds the model with a tied lm_head.
+
+        Args:
+            config: Full model configuration.
+        """
+        # Skip Qwen2ForCausalLM.__init__ so the plain Qwen2Model is not built and thrown away.
+        Qwen2PreTrainedModel.__init__(self, config.text)
+        self.model = MobileVideoGPTQwenModel(config)
+        self.vocab_size = config.text.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.text.vocab_size, bias=False)
+        self.post_init()
+        self.lm_head.weight = self.model.embed_tokens.weight  # tie_word_embeddings: one matrix for both
+
+
+@dataclass
+class VisualFeatures:
+    """Every intermediate of the visual path for one 16-frame clip.
+
+    Attributes:
+        clip_features: CLIP patch features [F, P, E].
+        frame_scores: Scores [C, T].
+        selected_frames: Indices within each chunk [C, K].
+        videomamba_tokens: VideoMamba patch tokens [C*K, P, M].
+        video_pooled: Pooled per chunk [C, K*49, M].
+        video_projected: Video ETP output [C, 49, H].
+        image_projected: Image ETP output [F, 144, H].
+        visual_tokens: Merged rows [2402, H].
+    """
+
+    clip_features: torch.Tensor
+    frame_scores: torch.Tensor
+    selected_frames: torch.Tensor
+    videomamba_tokens: torch.Tensor
+    video_pooled: torch.Tensor
+    video_projected: torch.Tensor
+    image_projected: torch.Tensor
+    visual_tokens: torch.Tensor
+
+
+class MobileVideoGPT(nn.Module):
+    """The full reference: checkpoint model (``lm``) plus CLIP (``clip``) and the pipeline around them."""
+
+    def __init__(self, config: MobileVideoGPTConfig, clip_preprocess: ClipPreprocessConfig | None = None) -> None:
+        """Builds the model with uninitialised weights (load them with ``mobile_videogpt.checkpoint``).
+
+        Args:
+            config: Full model configuration.
+            clip_preprocess: CLIP-branch preprocessing config.
+        """
+        super().__init__()
+        self.config = config
+        self.clip_preprocess = clip_preprocess or ClipPreprocessConfig()
+        with no_init_weights():  # weights come from the checkpoint; random init of 0.5B params would cost ~10 s
+            self.lm = MobileVideoGPTForCausalLM(config)
+            self.clip = CLIPImageEncoder(config.clip, config.pipeline.select_layer)
+        self.lm.lm_head.weight = self.lm.model.embed_tokens.weight
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.lm.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Working dtype of the LLM weights."""
+        return self.lm.model.embed_tokens.weight.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        """Embedding rows V (the logits width every backend must agree on)."""
+        return int(self.lm.model.embed_tokens.weight.shape[0])
+
+    # ---------------------------------------------------------------- visual stages
+    def preprocess(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both preprocessing branches.
+
+        Args:
+            frames: RGB uint8 frames [F, H, W, 3].
+
+        Returns:
+            ``(video_pixels, context_pixels)``, float32 [F, 3, 224, 224] each, on CPU.
+        """
+        return preprocess_frames(frames, self.clip_preprocess)
+
+    @torch.no_grad()
+    def encode_images(self, context_pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP patch features (``hidden_states[-2]``, CLS dropped).
+
+        Args:
+            context_pixels: CLIP-branch pixels [F, 3, 224, 224].
+
+        Returns:
+            Features [F, 196, 768].
+        """
+        return self.clip(context_pixels.to(self.device))
+
+    @torch.no_grad()
+    def score_frames(self, clip_features: torch.Tensor) -> torch.Tensor:
+        """Attention-mass score of every frame, per chunk.
+
+        Args:
+            clip_features: CLIP patch features [F, P, E] with F = C * T.
+
+        Returns:
+            Scores [C, T].
+        """
+        p = self.config.pipeline
+        f = clip_features.shape[0]
+        if f % p.chunk_size:
+            raise ValueError(f"{f} frames do not split into chunks of {p.chunk_size}")
+        return frame_selection.score_frames(clip_features.reshape(f // p.chunk_size, p.chunk_size, *clip_features.shape[1:]))
+
+    def select_frames(self, frame_scores: torch.Tensor) -> torch.Tensor:
+        """Top-K frames per chunk, sorted by time.
+
+        Args:
+            frame_scores: Scores [C, T].
+
+        Returns:
+            Indices [C, K].
+        """
+        p = self.config.pipeline
+        return frame_selection.select_top_k(frame_scores, p.top_k, p.largest)
+
+    @torch.no_grad()
+    def encode_video(self, selected_video_pixels: torch.Tensor) -> torch.Tensor:
+        """VideoMamba on the selected frames as one clip, CLS dropped.
+
+        Args:
+            selected_video_pixels: Video-branch pixels of the C*K selected frames [8, 3, 224, 224], slot order.
+
+        Returns:
+            Tokens per frame slot [8, 196, 576].
+        """
+        tower = self.lm.model.vision_tower
+        return tower(selected_video_pixels.to(self.device, tower.vision_encoder.pos_embed.dtype))
+
+    @torch.no_grad()
+    def pool_video(self, videomamba_tokens: torch.Tensor) -> torch.Tensor:
+        """2x2 pooling per frame, regrouped per chunk.
+
+        Args:
+            videomamba_tokens: [C*K, 196, M].
+
+        Returns:
+            [C, K*49, M].
+        """
+        p = self.config.pipeline
+        return pool_video_tokens(videomamba_tokens, p.video_pool, p.num_chunks)
+
+    @torch.no_grad()
+    def project_video(self, video_pooled: torch.Tensor) -> torch.Tensor:
+        """Video ETP.
+
+        Args:
+            video_pooled: [C, 196, M].
+
+        Returns:
+            [C, 49, H].
+        """
+        proj = self.lm.model.mm_projector
+        return proj(video_pooled.to(proj.mlp.mlp[0].weight.dtype))
+
+    @torch.no_grad()
+    def project_images(self, clip_features: torch.Tensor) -> torch.Tensor:
+        """Image ETP.
+
+        Args:
+            clip_features: [F, 196, 768].
+
+        Returns:
+            [F, 144, H].
+        """
+        proj = self.lm.model.image_mm_projector
+        return proj(clip_features.to(proj.mlp.mlp[0].weight.dtype))
+
+    @staticmethod
+    def merge_visual(image_projected: torch.Tensor, video_projected: torch.Tensor) -> torch.Tensor:
+        """Merges the visual rows in the release's order: all image tokens, then the video chunks.
+
+        Args:
+            image_projected: [F, 144, H].
+            video_projected: [C, 49, H].
+
+        Returns:
+            Visual tokens [F*144 + C*49, H] (2402 rows by default).
+        """
+        h = image_projected.shape[-1]
+        return torch.cat([image_projected.reshape(-1, h), video_projected.reshape(-1, h)], dim=0)
+
+    @torch.no_grad()
+    def encode_clip(self, video_pixels: torch.Tensor, context_pixels: torch.Tensor) -> VisualFeatures:
+        """Runs every visual stage on one clip.
+
+        Args:
+            video_pixels: Video-branch pixels [F, 3, 224, 224].
+            context_pixels: CLIP-branch pixels [F, 3, 224, 224].
+
+        Returns:
+            All visual intermediates.
+        """
+        p = self.config.pipeline
+        if video_pixels.shape[0] != p.num_frames or context_pixels.shape[0] != p.num_frames:
+            raise ValueError(
+                f"expected {p.num_frames} frames in both branches, got {video_pixels.shape[0]} and {context_pixels.shape[0]}"
+            )
+        clip_features = self.encode_images(context_pixels)
+        scores = self.score_frames(clip_features)
+        selected = self.select_frames(scores)
+        tokens = self.encode_video(frame_selection.gather_selected_frames(video_pixels, selected.cpu()))
+        pooled = self.pool_video(tokens)
+        video_projected = self.project_video(pooled)
+        image_projected = self.project_images(clip_features)
+        return VisualFeatures(
+            clip_features=clip_features,
+            frame_scores=scores,
+            selected_frames=selected,
+            videomamba_tokens=tokens,
+            video_pooled=pooled,
+            video_projected=video_projected,
+            image_projected=image_projected,
+            visual_tokens=self.merge_visual(image_projected, video_projected),
+        )
+
+    # ---------------------------------------------------------------- decoder stages
+    @torch.no_grad()
+    def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Looks up token embeddings.
+
+        Args:
+            ids: Token ids [S].
+
+        Returns:
+            Embeddings [S, H].
+        """
+        ids_t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}); got min {int(ids_t.min())}, max {int(ids_t.max())}")
+        return self.lm.model.embed_tokens(ids_t)
+
+    @torch.no_grad()
+    def build_inputs_embeds(
+        self, prefix_ids: Sequence[int], visual_tokens: torch.Tensor, suffix_ids: Sequence[int]
+    ) -> torch.Tensor:
+        """Splices the visual rows between the prompt pieces (the whole ``<image>`` run becomes 2402 rows).
+
+        Args:
+            prefix_ids: Ids before the ``<image>`` placeholders.
+            visual_tokens: [Nv, H].
+            suffix_ids: Ids after the placeholders.
+
+        Returns:
+            inputs_embeds [len(prefix) + Nv + len(suffix), H].
+        """
+        parts = [self.embed_tokens(prefix_ids), visual_tokens.to(self.device, self.dtype), self.embed_tokens(suffix_ids)]
+        return torch.cat(parts, dim=0)
+
+    @torch.no_grad()
+    def decode_step(
+        self,
+        inputs_embeds: torch.Tensor,
+        past: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        all_logits: bool = False,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """One decoder call: first prefill, append onto a past, or single-token decode (one contract for all three).
+
+        Args:
+            inputs_embeds: [B, S, H].
+            past: Per-layer (key, value) [B, kv_heads, P, head_dim], or None for an empty past.
+            position_ids: [B, S]; defaults to P .. P+S-1.
+            all_logits: Return logits for every position instead of the last one.
+
+        Returns:
+            ``(logits, present)``: logits [B, V] (or [B, S, V]) in fp32 and the per-layer present KV with P+S
+            positions.
+        """
+        cache = DynamicCache(config=self.lm.config)
+        past_len = 0
+        if past:
+            for i, (k, v) in enumerate(past):
+                cache.update(k, v, i)
+            past_len = past[0][0].shape[2]
+        if position_ids is None:
+            s = inputs_embeds.shape[1]
+            position_ids = torch.arange(past_len, past_len + s, device=inputs_embeds.device)[None].expand(inputs_embeds.shape[0], -1)
+        out = self.lm(
+            inputs_embeds=inputs_embeds.to(self.device, self.dtype),
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=0 if all_logits else 1,
+        )
+        present = [(layer.keys, layer.values) for layer in out.cache.layers]
+        logits = out.logits.float()
+        return (logits if all_logits else logits[:, -1]), present
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int] = (),
+        past: KVCache | None = None,
+    ) -> tuple[list[int], torch.Tensor, KVCache]:
+        """Greedy decoding with the KV cache (HF ``generate`` with do_sample=False, num_beams=1).
+
+        Args:
+            inputs_embeds: Prompt embeddings [N, H] or [1, N, H].
+            max_new_tokens: Maximum new tokens.
+            eos_token_ids: Ids that stop decoding (included in the output, as HF returns them).
+            past: Optional KV cache the prompt is appended to.
+
+        Returns:
+            ``(new_ids, step_logits [n, V], present)``.
+        """
+        ids: list[int] = []
+        step_logits = []
+        for token, logits, past in self.iter_generate(inputs_embeds, max_new_tokens, eos_token_ids, past):
+            ids.append(token)
+            step_logits.append(logits)
+        stacked = torch.stack(step_logits) if step_logits else torch.empty(0, self.vocab_size)
+        return ids, stacked, past if past is not None else []
+
+    @torch.no_grad()
+    def iter_generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int] = (),
+        past: KVCache | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor, KVCache]]:
+        """Greedy decoding that yields each token as it is produced.
+
+        Args:
+            inputs_embeds: Prompt embeddings [N, H] or [1, N, H].
+            max_new_tokens: Maximum new tokens.
+            eos_token_ids: Ids that stop decoding.
+            past: Optional KV cache the prompt is appended to.
+
+        Yields:
+            ``(token_id, logits [V], present)`` per step.
+        """
+        embeds = inputs_embeds if inputs_embeds.dim() == 3 else inputs_embeds[None]
+        stop = set(int(i) for i in eos_token_ids)
+        for _ in range(max_new_tokens):
+            logits, past = self.decode_step(embeds, past)
+            token = int(torch.argmax(logits[0]))
+            yield token, logits[0], past
+            if token in stop:
+                return
+            embeds = self.embed_tokens([token])[None]
