@@ -92,6 +92,7 @@ class VisualFeatures:
         frame_scores: Scores [C, T].
         selected_frames: Indices within each chunk [C, K].
         videomamba_tokens: VideoMamba patch tokens [C*K, P, M].
+        videomamba_cls: The CLS row of VideoMamba's output [M] (dropped by the release; kept for checks).
         video_pooled: Pooled per chunk [C, K*49, M].
         video_projected: Video ETP output [C, 49, H].
         image_projected: Image ETP output [F, 144, H].
@@ -102,6 +103,7 @@ class VisualFeatures:
     frame_scores: torch.Tensor
     selected_frames: torch.Tensor
     videomamba_tokens: torch.Tensor
+    videomamba_cls: torch.Tensor
     video_pooled: torch.Tensor
     video_projected: torch.Tensor
     image_projected: torch.Tensor
@@ -204,8 +206,22 @@ class MobileVideoGPT(nn.Module):
         Returns:
             Tokens per frame slot [8, 196, 576].
         """
-        tower = self.lm.model.vision_tower
-        return tower(selected_video_pixels.to(self.device, tower.vision_encoder.pos_embed.dtype))
+        return self.encode_video_with_cls(selected_video_pixels)[0]
+
+    @torch.no_grad()
+    def encode_video_with_cls(self, selected_video_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VideoMamba on the selected frames, returning the patch tokens and the CLS row.
+
+        Args:
+            selected_video_pixels: [8, 3, 224, 224], slot order.
+
+        Returns:
+            ``(tokens [8, 196, 576], cls [576])``.
+        """
+        encoder = self.lm.model.vision_tower.vision_encoder
+        clip = selected_video_pixels.to(self.device, encoder.pos_embed.dtype)
+        x_vis = encoder(clip)  # [1, 1 + T*P, M]
+        return x_vis[0, 1:].reshape(clip.shape[0], -1, x_vis.shape[-1]), x_vis[0, 0]
 
     @torch.no_grad()
     def pool_video(self, videomamba_tokens: torch.Tensor) -> torch.Tensor:
@@ -279,7 +295,7 @@ class MobileVideoGPT(nn.Module):
         clip_features = self.encode_images(context_pixels)
         scores = self.score_frames(clip_features)
         selected = self.select_frames(scores)
-        tokens = self.encode_video(frame_selection.gather_selected_frames(video_pixels, selected.cpu()))
+        tokens, cls = self.encode_video_with_cls(frame_selection.gather_selected_frames(video_pixels, selected.cpu()))
         pooled = self.pool_video(tokens)
         video_projected = self.project_video(pooled)
         image_projected = self.project_images(clip_features)
@@ -288,6 +304,7 @@ class MobileVideoGPT(nn.Module):
             frame_scores=scores,
             selected_frames=selected,
             videomamba_tokens=tokens,
+            videomamba_cls=cls,
             video_pooled=pooled,
             video_projected=video_projected,
             image_projected=image_projected,

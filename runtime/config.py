@@ -1,0 +1,447 @@
+"""Typed, validated streaming configuration loaded from ``streaming_config.yaml``.
+
+Every key is optional in the YAML file (missing keys take the defaults below),
+but an unknown key, a value of the wrong type or a value out of range raises
+:class:`ConfigError` with the dotted key and the allowed values, e.g.
+``window.overlap_s = 2.5: must be >= 0 and < window.window_s (2.0)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+#: The repository's default configuration file.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "streaming_config.yaml"
+
+POLICY_NAMES = ("model", "every_n", "random", "motion")
+MOTION_MODES = ("frame_diff", "embedding")
+BACKEND_NAMES = ("pytorch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Windowing in stream time.
+
+    Attributes:
+        window_s: Window length in seconds, > 0.
+        overlap_s: Overlap of consecutive windows in seconds, in ``[0, window_s)``.
+        frames_per_window: Frames sampled per window (the model expects 16).
+    """
+
+    window_s: float = 2.0
+    overlap_s: float = 0.5
+    frames_per_window: int = 16
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Capture buffering.
+
+    Attributes:
+        ring_buffer_frames: Ring buffer capacity in frames; must hold at least
+            one window at the camera's frame rate (256 is 8.5 s at 30 fps).
+    """
+
+    ring_buffer_frames: int = 256
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Per-frame feature cache.
+
+    Attributes:
+        max_frames: Number of frames whose encoder output is kept.
+    """
+
+    max_frames: int = 512
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """KV context limits.
+
+    Attributes:
+        max_windows: Windows kept in the decoder context before eviction.
+        max_tokens: Token budget of the context.
+        clear_after_feedback: Start a fresh context after each feedback.
+        timeout_s: Clear the context after this long without feedback.
+    """
+
+    max_windows: int = 4
+    max_tokens: int = 12000
+    clear_after_feedback: bool = True
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class EveryNConfig:
+    """Parameters of the ``every_n`` policy.
+
+    Attributes:
+        n: Feedback on every n-th processed window.
+    """
+
+    n: int = 4
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    """Parameters of the ``random`` policy.
+
+    Attributes:
+        p: Probability of feedback per window.
+        seed: Random seed (runs are reproducible).
+    """
+
+    p: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Parameters of the ``motion`` policy.
+
+    Attributes:
+        threshold: Feedback when the motion score exceeds this. For
+            ``frame_diff`` the score is a mean absolute grey-level difference
+            (0-255 scale); for ``embedding`` it is ``1 - cosine`` (0-2).
+        mode: ``frame_diff`` or ``embedding``.
+    """
+
+    threshold: float = 0.8
+    mode: str = "frame_diff"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Action policy selection.
+
+    Attributes:
+        name: One of ``model``, ``every_n``, ``random``, ``motion``.
+        every_n: Parameters of ``every_n``.
+        random: Parameters of ``random``.
+        motion: Parameters of ``motion``.
+    """
+
+    name: str = "every_n"
+    every_n: EveryNConfig = field(default_factory=EveryNConfig)
+    random: RandomConfig = field(default_factory=RandomConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Feedback gate.
+
+    Attributes:
+        confidence_threshold: Actions below this confidence become ``<next>``.
+        min_feedback_interval_s: Minimum stream time between feedbacks.
+        allow_correct: If false, ``<correct>`` becomes ``<next>``.
+        suppress_repeats: Suppress a feedback text equal to the previous one.
+    """
+
+    confidence_threshold: float = 0.5
+    min_feedback_interval_s: float = 4.0
+    allow_correct: bool = False
+    suppress_repeats: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Feedback text generation.
+
+    Attributes:
+        instruction: The coaching instruction given to the model.
+        max_new_tokens: Upper bound on generated tokens per feedback.
+        stop_tokens: Generation stops at any of these token strings.
+    """
+
+    instruction: str = "You are a fitness coach. In one short sentence, correct the person's exercise form."
+    max_new_tokens: int = 24
+    stop_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Inference backend.
+
+    Attributes:
+        name: One of ``pytorch``, ``onnxruntime``, ``tensorrt``.
+        precision: ``fp32`` or ``fp16``.
+        engines_dir: Directory with the exported engines.
+        intra_op_threads: CPU threads per operator (0 = the runtime's default).
+    """
+
+    name: str = "onnxruntime"
+    precision: str = "fp32"
+    engines_dir: str = "engines/tiny"
+    intra_op_threads: int = 2
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Every streaming parameter, grouped by section."""
+
+    window: WindowConfig = field(default_factory=WindowConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), suitable for YAML/JSON."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------- loading
+
+_D = TypeVar("_D")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp`` and convert it."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is tuple:  # tuple[str, ...]
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} = {value!r}: must be a list of {_type_name(item_tp)}")
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: must be true or false")
+        return value
+    if tp is int:
+        # bool is an int subclass in Python; a YAML 'true' is never a count.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r}: must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} = {value!r}: must be a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: must be a string")
+        return value
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")
+
+
+def _build(cls: type[_D], data: Any, prefix: str) -> _D:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    where = prefix or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{dotted}: unknown key (allowed in {where}: {', '.join(names)})")
+    kwargs = {
+        name: _coerce(f"{prefix}.{name}" if prefix else name, data[name], hints[name]) for name in names if name in data
+    }
+    return cls(**kwargs)
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: {rule}")
+
+
+def validate(cfg: StreamingConfig) -> StreamingConfig:
+    """Check every value's range and cross-key constraints.
+
+    Returns:
+        ``cfg`` unchanged.
+
+    Raises:
+        ConfigError: Naming the first offending dotted key and its allowed range.
+    """
+    w = cfg.window
+    _check(0 < w.window_s <= 60, "window.window_s", w.window_s, "must be > 0 and <= 60")
+    _check(
+        0 <= w.overlap_s < w.window_s,
+        "window.overlap_s",
+        w.overlap_s,
+        f"must be >= 0 and < window.window_s ({w.window_s})",
+    )
+    _check(1 <= w.frames_per_window <= 256, "window.frames_per_window", w.frames_per_window, "must be in [1, 256]")
+    _check(
+        cfg.capture.ring_buffer_frames >= w.frames_per_window,
+        "capture.ring_buffer_frames",
+        cfg.capture.ring_buffer_frames,
+        f"must be >= window.frames_per_window ({w.frames_per_window})",
+    )
+    _check(cfg.cache.max_frames >= 1, "cache.max_frames", cfg.cache.max_frames, "must be >= 1")
+
+    c = cfg.context
+    _check(c.max_windows >= 1, "context.max_windows", c.max_windows, "must be >= 1")
+    _check(c.max_tokens >= 1, "context.max_tokens", c.max_tokens, "must be >= 1")
+    _check(c.timeout_s > 0, "context.timeout_s", c.timeout_s, "must be > 0")
+
+    p = cfg.policy
+    _check(p.name in POLICY_NAMES, "policy.name", p.name, f"must be one of {', '.join(POLICY_NAMES)}")
+    _check(p.every_n.n >= 1, "policy.every_n.n", p.every_n.n, "must be >= 1")
+    _check(0.0 <= p.random.p <= 1.0, "policy.random.p", p.random.p, "must be in [0, 1]")
+    _check(p.random.seed >= 0, "policy.random.seed", p.random.seed, "must be >= 0")
+    _check(
+        p.motion.mode in MOTION_MODES, "policy.motion.mode", p.motion.mode, f"must be one of {', '.join(MOTION_MODES)}"
+    )
+    upper = 255.0 if p.motion.mode == "frame_diff" else 2.0
+    _check(
+        0 < p.motion.threshold <= upper,
+        "policy.motion.threshold",
+        p.motion.threshold,
+        f"must be > 0 and <= {upper:g} for policy.motion.mode {p.motion.mode}",
+    )
+
+    d = cfg.decision
+    _check(
+        0.0 <= d.confidence_threshold <= 1.0,
+        "decision.confidence_threshold",
+        d.confidence_threshold,
+        "must be in [0, 1]",
+    )
+    _check(
+        d.min_feedback_interval_s >= 0,
+        "decision.min_feedback_interval_s",
+        d.min_feedback_interval_s,
+        "must be >= 0",
+    )
+
+    g = cfg.generation
+    _check(bool(g.instruction.strip()), "generation.instruction", g.instruction, "must be a non-empty string")
+    _check(1 <= g.max_new_tokens <= 4096, "generation.max_new_tokens", g.max_new_tokens, "must be in [1, 4096]")
+    for i, tok in enumerate(g.stop_tokens):
+        _check(bool(tok), f"generation.stop_tokens[{i}]", tok, "must be a non-empty string")
+
+    b = cfg.backend
+    _check(b.name in BACKEND_NAMES, "backend.name", b.name, f"must be one of {', '.join(BACKEND_NAMES)}")
+    _check(b.precision in PRECISIONS, "backend.precision", b.precision, f"must be one of {', '.join(PRECISIONS)}")
+    _check(bool(b.engines_dir.strip()), "backend.engines_dir", b.engines_dir, "must be a non-empty path")
+    _check(
+        0 <= b.intra_op_threads <= 256,
+        "backend.intra_op_threads",
+        b.intra_op_threads,
+        "must be in [0, 256] (0 = runtime default)",
+    )
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> StreamingConfig:
+    """Build and validate a config from a nested mapping (missing keys = defaults).
+
+    Raises:
+        ConfigError: On unknown keys, wrong types or out-of-range values.
+    """
+    return validate(_build(StreamingConfig, data, ""))
+
+
+def load_config(path: str | Path | None = None) -> StreamingConfig:
+    """Load and validate a streaming configuration file.
+
+    Args:
+        path: YAML file; ``None`` loads the repository's ``streaming_config.yaml``.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: If the file is missing or unreadable, is not valid YAML, or
+            has an invalid key or value.
+    """
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {cfg_path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from exc
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from exc
+    logger.debug("loaded streaming config from %s", cfg_path)
+    return cfg
+
+
+def apply_overrides(cfg: StreamingConfig, overrides: Mapping[str, Any]) -> StreamingConfig:
+    """Return a copy of ``cfg`` with dotted-key overrides applied and re-validated.
+
+    String values are parsed as YAML scalars when the key is not a string field,
+    so command-line text such as ``"0.7"``, ``"true"`` or ``"[a, b]"`` works.
+
+    Args:
+        cfg: The base configuration.
+        overrides: Mapping like ``{"window.overlap_s": 0.25, "policy.name": "motion"}``.
+
+    Returns:
+        A new validated configuration.
+
+    Raises:
+        ConfigError: On an unknown dotted key or an invalid value.
+    """
+    data = cfg.to_dict()
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = data
+        cls: Any = StreamingConfig
+        for depth, part in enumerate(parts):
+            names = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in names:
+                where = ".".join(parts[:depth]) or "top level"
+                raise ConfigError(f"{dotted}: unknown key (allowed in {where}: {', '.join(names)})")
+            tp = typing.get_type_hints(cls)[part]
+            if depth < len(parts) - 1:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"{dotted}: {'.'.join(parts[: depth + 1])} is not a section")
+                node, cls = node[part], tp
+                continue
+            if dataclasses.is_dataclass(tp):
+                raise ConfigError(f"{dotted}: is a section; override its keys individually")
+            if isinstance(value, str) and tp is not str:
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{dotted} = {value!r}: cannot parse value: {exc}") from exc
+            node[part] = value
+    return config_from_dict(data)

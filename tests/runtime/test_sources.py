@@ -1,0 +1,170 @@
+"""Frame sources: synthetic, video file, camera errors, --source parsing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.sources import (
+    CameraSource,
+    SourceError,
+    SyntheticSource,
+    VideoFileSource,
+    open_source,
+    write_sample_video,
+)
+
+
+def _read_all(source: SyntheticSource | VideoFileSource) -> list:
+    with source:
+        return list(source)
+
+
+def test_synthetic_is_deterministic_and_rgb_uint8() -> None:
+    a = _read_all(SyntheticSource(fps=10.0, duration_s=1.0, size=(48, 64), seed=3))
+    b = _read_all(SyntheticSource(fps=10.0, duration_s=1.0, size=(48, 64), seed=3))
+    c = _read_all(SyntheticSource(fps=10.0, duration_s=1.0, size=(48, 64), seed=4))
+    assert len(a) == 10
+    assert [f.index for f in a] == list(range(10))
+    assert [f.timestamp for f in a] == pytest.approx([i / 10.0 for i in range(10)])
+    assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in a)
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].image, c[0].image)
+
+
+def test_synthetic_has_still_and_moving_phases() -> None:
+    src = SyntheticSource(fps=30.0, size=(96, 128), noise_std=0.0)
+    # Standing still during [0, 3): identical frames without noise.
+    assert np.array_equal(src.render(0), src.render(60))
+    assert not SyntheticSource.is_moving(2.9) and SyntheticSource.is_moving(3.1)
+    # Mid-rep the figure is visibly displaced.
+    mid_rep = round((SyntheticSource.STILL_S + SyntheticSource.REP_S / 2) * 30)
+    diff = np.abs(src.render(0).astype(int) - src.render(mid_rep).astype(int)).mean()
+    assert diff > 1.0
+    assert SyntheticSource.squat_depth(SyntheticSource.STILL_S + SyntheticSource.REP_S / 2) == pytest.approx(1.0)
+
+
+def test_read_requires_open() -> None:
+    with pytest.raises(SourceError, match="not open"):
+        SyntheticSource().read()
+
+
+def test_video_file_round_trip(tmp_path: Path) -> None:
+    path = write_sample_video(tmp_path / "sub" / "sample.mp4", fps=10.0, duration_s=1.0, size=(64, 80))
+    assert path.exists() and path.stat().st_size > 0
+    source = VideoFileSource(path, paced=False)
+    frames = _read_all(source)
+    assert source.nominal_fps == pytest.approx(10.0)
+    assert len(frames) == 10
+    assert [f.timestamp for f in frames] == pytest.approx([i / 10.0 for i in range(10)])
+    assert frames[0].image.shape == (64, 80, 3)
+    # Decoded frames stay close to the synthetic ones in RGB order (lossy codec).
+    expected = SyntheticSource(fps=10.0, duration_s=1.0, size=(64, 80)).render(0).astype(float)
+    err = np.abs(frames[0].image.astype(float) - expected).mean(axis=(0, 1))
+    assert err.max() < 12.0
+    swapped = np.abs(frames[0].image.astype(float) - expected[..., ::-1]).mean()
+    assert swapped > err.mean()
+
+
+def test_video_file_missing_path_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match=f"video file not found: {missing}"):
+        VideoFileSource(missing).open()
+
+
+def test_video_file_unreadable_is_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_text("this is not a video")
+    with pytest.raises(SourceError, match=str(bogus)):
+        with VideoFileSource(bogus) as src:
+            src.read()
+
+
+def test_camera_index_99_fails_fast_with_clear_error() -> None:
+    with pytest.raises(SourceError, match="camera index 99 could not be opened"):
+        CameraSource(99, open_timeout_s=5.0).open()
+
+
+class _FakeCapture:
+    """Mimics cv2.VideoCapture: optional failed reads, or a read that hangs."""
+
+    def __init__(self, fail_reads: int = 0, hang: threading.Event | None = None) -> None:
+        self.fail_reads = fail_reads
+        self.hang = hang
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def get(self, prop: int) -> float:
+        return 25.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.hang is not None:
+            self.hang.wait(timeout=5)
+            return False, None
+        if self.fail_reads > 0:
+            self.fail_reads -= 1
+            return False, None
+        bgr = np.zeros((4, 4, 3), np.uint8)
+        bgr[..., 0] = 255  # blue in BGR
+        return True, bgr
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_camera_converts_bgr_and_tolerates_transient_failures() -> None:
+    fake = _FakeCapture(fail_reads=2)
+    with CameraSource(0, max_consecutive_failures=5, capture_factory=lambda i: fake) as cam:
+        frame = cam.read()
+        assert cam.nominal_fps == 25.0
+    assert frame is not None and frame.index == 0
+    assert frame.image[0, 0].tolist() == [0, 0, 255]  # blue in RGB
+    assert fake.released
+
+
+def test_camera_consecutive_failures_raise() -> None:
+    fake = _FakeCapture(fail_reads=100)
+    with CameraSource(3, max_consecutive_failures=4, capture_factory=lambda i: fake) as cam:
+        with pytest.raises(SourceError, match="camera index 3 failed 4 consecutive reads"):
+            cam.read()
+
+
+def test_camera_read_timeout_does_not_hang() -> None:
+    release = threading.Event()
+    fake = _FakeCapture(hang=release)
+    cam = CameraSource(1, read_timeout_s=0.05, capture_factory=lambda i: fake)
+    cam.open()
+    try:
+        with pytest.raises(SourceError, match="camera index 1 delivered no frame within"):
+            cam.read()
+    finally:
+        cam.close()
+        release.set()
+
+
+def test_open_source_parses_specs(tmp_path: Path) -> None:
+    assert isinstance(open_source("0"), CameraSource)
+    assert open_source(" 2 ").index == 2  # type: ignore[attr-defined]
+    synthetic = open_source("synthetic", paced=False)
+    assert isinstance(synthetic, SyntheticSource) and synthetic.paced is False
+    video = open_source(str(tmp_path / "x.mp4"), paced=True)
+    assert isinstance(video, VideoFileSource) and video.paced and video.path == tmp_path / "x.mp4"
+    with pytest.raises(SourceError, match="camera index -1 is invalid"):
+        open_source("-1")
+    with pytest.raises(SourceError, match="--source is empty"):
+        open_source("  ")
+
+
+def test_paced_source_keeps_the_same_timestamps() -> None:
+    fast = _read_all(SyntheticSource(fps=200.0, duration_s=0.05, size=(32, 32)))
+    paced = _read_all(SyntheticSource(fps=200.0, duration_s=0.05, size=(32, 32), paced=True))
+    assert [f.timestamp for f in paced] == [f.timestamp for f in fast]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(fast, paced, strict=True))
