@@ -24,6 +24,7 @@ transformers), ``lm.model.vision_tower.vision_encoder.*`` (VideoMamba), ``lm.mod
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from mobile_videogpt.projector import ETProjector, pool_video_tokens
 from mobile_videogpt.videomamba import VideoMambaTower
 
 logger = logging.getLogger(__name__)
+
+# transformers 5.24 renamed the forward kwarg ``past_key_values`` to ``cache`` (old name deprecated until 5.40);
+# the GPU image ships an older 5.x, so use whichever this version's signature has.
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2ForCausalLM.forward).parameters else "past_key_values"
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 """Flat per-layer KV cache: ``[(key, value)] * layers``, each [B, kv_heads, P, head_dim] (BNSH, as HF)."""
@@ -376,11 +381,12 @@ class MobileVideoGPT(nn.Module):
         out = self.lm(
             inputs_embeds=inputs_embeds.to(self.device, self.dtype),
             position_ids=position_ids,
-            cache=cache,
             use_cache=True,
             logits_to_keep=0 if all_logits else 1,
+            **{_CACHE_KWARG: cache},
         )
-        present = [(layer.keys, layer.values) for layer in out.cache.layers]
+        out_cache = out.cache if _CACHE_KWARG == "cache" else out.past_key_values
+        present = [(layer.keys, layer.values) for layer in out_cache.layers]
         logits = out.logits.float()
         return (logits if all_logits else logits[:, -1]), present
 

@@ -356,12 +356,14 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_synthetic_checkpoint(preset: str, out: Path) -> tuple[Path, Path]:
+def write_synthetic_checkpoint(preset: str, out: Path, with_tokenizer: bool = True) -> tuple[Path, Path]:
     """Writes a random-weight model directory and CLIP directory.
 
     Args:
         preset: One of ``PRESETS``.
         out: Output directory; ``out/model`` and ``out/clip`` are created.
+        with_tokenizer: Write the tokenizer files for presets that have a real vocabulary (False on machines
+            without the ``dashscope`` vocabulary file, e.g. a GPU box that only measures numerics).
 
     Returns:
         ``(model_dir, clip_dir)``.
@@ -383,7 +385,7 @@ def write_synthetic_checkpoint(preset: str, out: Path) -> tuple[Path, Path]:
               metadata={"format": "pt"})
     _write_json(clip_dir / "config.json", clip_config_json(p))
     _write_json(clip_dir / "preprocessor_config.json", CLIP_PREPROCESSOR)
-    if p.tokenizer:
+    if p.tokenizer and with_tokenizer:
         from mobile_videogpt.tokenizer import build_qwen2_tokenizer  # only presets with a real vocabulary need it
 
         build_qwen2_tokenizer(model_dir)
@@ -410,12 +412,13 @@ def is_synthetic(model_dir: Path) -> bool:
     return (Path(model_dir) / SYNTHETIC_MARKER).is_file()
 
 
-def ensure_synthetic_checkpoint(preset: str, out: Path) -> tuple[Path, Path]:
+def ensure_synthetic_checkpoint(preset: str, out: Path, with_tokenizer: bool = True) -> tuple[Path, Path]:
     """Returns the synthetic checkpoint at ``out``, writing it first if it is missing or incomplete.
 
     Args:
         preset: Preset name.
         out: Output directory.
+        with_tokenizer: See ``write_synthetic_checkpoint``.
 
     Returns:
         ``(model_dir, clip_dir)``.
@@ -424,7 +427,7 @@ def ensure_synthetic_checkpoint(preset: str, out: Path) -> tuple[Path, Path]:
     marker = model_dir / SYNTHETIC_MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("preset") == preset and (clip_dir / SYNTHETIC_MARKER).is_file():
         return model_dir, clip_dir
-    return write_synthetic_checkpoint(preset, out)
+    return write_synthetic_checkpoint(preset, out, with_tokenizer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,6 +211,17 @@ class VideoMamba(nn.Module):
         self.norm = VideoMambaRMSNorm(m, cfg.norm_eps)
         self.clip_decoder = nn.ModuleList([ClipDecoderHead(cfg)])
 
+    def set_scan_impl(self, name: str) -> None:
+        """Switches every mixer to another selective-scan implementation (by registry name).
+
+        Args:
+            name: A key of ``selective_scan.SCAN_IMPLS``.
+        """
+        scan = get_scan_impl(name)
+        for layer in self.layers:
+            layer.mixer.scan_impl = name
+            layer.mixer._scan = scan
+
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
         """Patch, CLS and position embeddings of one clip.
 

@@ -1,0 +1,58 @@
+# One entry point per job. `make demo` and `make test` set up a fresh machine by themselves (venv + installs).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL ?=
+CLIP ?=
+NAME ?=
+PRESET ?= tiny
+
+.PHONY: setup test demo export export-0.5b parity conformance bench bench-gpu gpu-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch from the local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# Only the Qwen2.5 vocabulary file is used from dashscope; its dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps dashscope
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m runtime.demo
+
+export: $(STAMP)
+ifneq ($(MODEL),)
+	$(BIN)/python -m export --model $(MODEL) --clip $(CLIP) $(if $(NAME),--name $(NAME))
+else
+	$(BIN)/python -m export --preset $(PRESET) $(if $(NAME),--name $(NAME))
+endif
+
+export-0.5b: $(STAMP)
+	$(BIN)/python -m export --preset 0.5b
+
+parity: $(STAMP)
+	$(BIN)/python -m export.parity --engines engines/$(if $(NAME),$(NAME),$(PRESET))
+
+conformance: $(STAMP)
+	$(BIN)/python -m mobile_videogpt.conformance ../shared/golden/mvgpt_tiny_a
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all --out artifacts/bench
+
+# On a CUDA machine (see docs/benchmarks.md): PyTorch fp16 numerics + timings, TensorRT where installed.
+gpu-check:
+	$(PY) -m export.gpu_check --out artifacts/gpu_check
+
+bench-gpu:
+	$(PY) -m benchmarks.gpu --out artifacts/bench_gpu
+
+clean:
+	rm -rf engines/* artifacts checkpoints .pytest_cache

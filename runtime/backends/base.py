@@ -1,0 +1,185 @@
+"""The one backend interface the streaming runtime, the parity harness and the benchmarks use.
+
+Two levels, as in Polygraphy / TensorRT-LLM:
+
+* ``Engine``: one graph (an ONNX Runtime session, a TensorRT engine, or a PyTorch export-wrapper module) with
+  ``infer(dict[name, array]) -> dict[name, array]``. Inputs are checked against the engine's own I/O table before
+  running; the duration of the last call is recorded inside (``last_inference_ms``). Outputs may be reused buffers:
+  copy them if you keep them across calls.
+* ``ModelBackend``: the stage-level API built from the engines plus a little host code (top-K, embedding lookup).
+  Every backend (``pytorch``, ``onnxruntime``, ``tensorrt``) implements exactly these methods, with numpy arrays at
+  the boundary except the KV cache, which stays in the backend's own storage behind ``KVState``.
+
+Shapes (H hidden size, V vocabulary rows, F frames, P past length, S new positions):
+    encode_images   context_pixels [F,3,224,224] f32 -> ImageFeatures(clip_features [F,196,768], image_tokens [F,144,H])
+    select_frames   clip_features [16,196,768] -> (scores [2,8] f32, selected [2,4] int64, ascending)
+    encode_video    selected video-branch pixels [8,3,224,224] f32 -> video_tokens [2,49,H]
+    embed_tokens    ids [S] -> [S,H] (rows of the tied embedding table)
+    decode          inputs_embeds [1,S,H], KVState|None, position_ids [1,S] int64 -> (logits [1,V] f32, KVState)
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobile_videogpt.vocab import ActionTokenIds
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be created or run (missing engine file, wrong I/O, unavailable library or device)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output.
+
+    Attributes:
+        name: Graph tensor name.
+        dtype: numpy dtype name ("float32", "float16", "int64", ...).
+        shape: Dimensions; a str is a symbolic (dynamic) dimension.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+class Engine(ABC):
+    """One runnable graph."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    last_inference_ms: float = 0.0
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Validates names, dtypes and static dimensions of ``feeds`` against ``inputs``.
+
+        Args:
+            feeds: Input name -> array.
+
+        Raises:
+            BackendError: Naming the offending input.
+        """
+        expected = {s.name: s for s in self.inputs}
+        missing = sorted(set(expected) - set(feeds))
+        unknown = sorted(set(feeds) - set(expected))
+        if missing or unknown:
+            raise BackendError(f"{self.name}: missing inputs {missing}, unknown inputs {unknown}")
+        for name, spec in expected.items():
+            arr = feeds[name]
+            if str(arr.dtype) != spec.dtype:
+                raise BackendError(f"{self.name}: input {name} has dtype {arr.dtype}, engine expects {spec.dtype}")
+            if len(arr.shape) != len(spec.shape) or any(
+                isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)
+            ):
+                raise BackendError(f"{self.name}: input {name} has shape {arr.shape}, engine expects {spec.shape}")
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Checks the feeds, runs the graph and records its duration.
+
+        Args:
+            feeds: Input name -> array.
+
+        Returns:
+            Output name -> array.
+        """
+        self.check_feeds(feeds)
+        start = time.perf_counter()
+        out = self._run(feeds)
+        self.last_inference_ms = (time.perf_counter() - start) * 1e3
+        return out
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the graph on validated feeds."""
+
+    def close(self) -> None:
+        """Releases the engine's resources."""
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Per-frame image-encoder outputs (what the runtime caches per frame).
+
+    Attributes:
+        clip_features: CLIP patch features [F, 196, 768] (the frame selector's input).
+        image_tokens: Image-ETP tokens [F, 144, H].
+    """
+
+    clip_features: np.ndarray
+    image_tokens: np.ndarray
+
+
+class KVState(ABC):
+    """A decoder KV cache owned by one backend (numpy for ONNX Runtime, torch tensors for PyTorch/TensorRT)."""
+
+    @property
+    @abstractmethod
+    def length(self) -> int:
+        """Number of cached positions P."""
+
+    @property
+    @abstractmethod
+    def nbytes(self) -> int:
+        """Bytes held by all layers' keys and values."""
+
+    @abstractmethod
+    def drop(self, start: int, stop: int) -> "KVState":
+        """Returns a cache without positions [start, stop) (eviction of a window)."""
+
+    @abstractmethod
+    def shift_positions(self, delta: int, start: int = 0) -> "KVState":
+        """Returns a cache whose keys from cache index ``start`` on are re-rotated by ``delta`` RoPE positions.
+
+        Entries before ``start`` (the fixed system prefix) keep their positions, so after ``drop`` of an evicted
+        window ``shift_positions(-window_len, start=window_start)`` closes the gap and positions stay contiguous.
+        Exact for RoPE (see ``runtime.backends.kv``).
+        """
+
+
+class ModelBackend(ABC):
+    """Stage-level API of one backend; see the module docstring for shapes."""
+
+    name: str
+    precision: str
+    hidden_size: int
+    vocab_size: int
+    action_token_ids: ActionTokenIds | None
+    random_weights: bool
+    #: The decoder's RoPE range; the streaming context never uses positions at or beyond it. ``None`` = unknown.
+    max_position_embeddings: int | None = None
+
+    @abstractmethod
+    def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
+        """CLIP + image ETP per frame."""
+
+    @abstractmethod
+    def select_frames(self, clip_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-chunk frame scores and the top-K indices (ascending)."""
+
+    @abstractmethod
+    def encode_video(self, video_pixels: np.ndarray) -> np.ndarray:
+        """VideoMamba + pooling + video ETP on the 8 selected frames."""
+
+    @abstractmethod
+    def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
+        """Rows of the tied embedding table."""
+
+    @abstractmethod
+    def decode(
+        self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
+    ) -> tuple[np.ndarray, KVState]:
+        """Prefill, append or single-token decode: last-position logits and the new cache."""
+
+    def stage_times_ms(self) -> dict[str, float]:
+        """Duration of the last call of each engine (for benchmarks)."""
+        return {}
+
+    def close(self) -> None:
+        """Releases engines."""
