@@ -33,7 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
-from transformers.initialization import no_init_weights
+
+try:  # transformers >= 5.x: skip random init of weights that the checkpoint overwrites anyway
+    from transformers.initialization import no_init_weights
+except ImportError:  # older 5.x releases keep it in modeling_utils
+    from transformers.modeling_utils import no_init_weights
 
 from mobile_videogpt import frame_selection
 from mobile_videogpt.clip_encoder import CLIPImageEncoder
