@@ -42,11 +42,15 @@ class WindowConfig:
         window_s: Window length in seconds, > 0.
         overlap_s: Overlap of consecutive windows in seconds, in ``[0, window_s)``.
         frames_per_window: Frames sampled per window (the model expects 16).
+        latest_wins: Process only the newest complete window and skip stale
+            ones (live use); ``false`` processes every window in order
+            (offline evaluation; the ring buffer must then hold the backlog).
     """
 
     window_s: float = 2.0
     overlap_s: float = 0.5
     frames_per_window: int = 16
+    latest_wins: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,13 @@ class CacheConfig:
     """Per-frame feature cache.
 
     Attributes:
-        max_frames: Number of frames whose encoder output is kept.
+        max_frames: Number of frames whose encoder output is kept. Only the
+            frames shared by consecutive windows are ever reused (4 with the
+            defaults), and one frame's CLIP features plus image tokens take
+            about 1.1 MB at the 0.5B geometry, so a few windows' worth is enough.
     """
 
-    max_frames: int = 512
+    max_frames: int = 64
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,16 @@ class ContextConfig:
     """KV context limits.
 
     Attributes:
-        max_windows: Windows kept in the decoder context before eviction.
-        max_tokens: Token budget of the context.
-        clear_after_feedback: Start a fresh context after each feedback.
-        timeout_s: Clear the context after this long without feedback.
+        max_windows: Windows kept in the decoder context; the oldest is
+            evicted (its KV range dropped, later keys re-based) beyond this.
+        max_tokens: Token budget of the context including the system prefix
+            and room for one feedback; also bounded by the model's
+            max_position_embeddings (checked when the engine starts).
+        clear_after_feedback: Drop every window from the context after a
+            feedback (the system prefix stays cached).
+        timeout_s: Clear the context when the stream time between the newest
+            window in it and the next window exceeds this (camera stalled, or a
+            long latest-wins skip): the old windows no longer lead up to it.
     """
 
     max_windows: int = 4
@@ -186,12 +199,17 @@ class BackendConfig:
         precision: ``fp32`` or ``fp16``.
         engines_dir: Directory with the exported engines.
         intra_op_threads: CPU threads per operator (0 = the runtime's default).
+        model_dir: Checkpoint the ``pytorch`` backend runs when ``engines_dir``
+            does not exist (the synthetic tiny model is written there on demand).
+        clip_dir: CLIP directory that goes with ``model_dir``.
     """
 
     name: str = "onnxruntime"
     precision: str = "fp32"
     engines_dir: str = "engines/tiny"
     intra_op_threads: int = 2
+    model_dir: str = "checkpoints/tiny/model"
+    clip_dir: str = "checkpoints/tiny/clip"
 
 
 @dataclass(frozen=True)
@@ -302,7 +320,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         w.overlap_s,
         f"must be >= 0 and < window.window_s ({w.window_s})",
     )
-    _check(1 <= w.frames_per_window <= 256, "window.frames_per_window", w.frames_per_window, "must be in [1, 256]")
+    # The model's visual path is built for exactly 16 frames (2 chunks of 8, 16 x 144 image tokens).
+    _check(w.frames_per_window == 16, "window.frames_per_window", w.frames_per_window, "must be 16 (the model's input)")
     _check(
         cfg.capture.ring_buffer_frames >= w.frames_per_window,
         "capture.ring_buffer_frames",
@@ -313,7 +332,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
 
     c = cfg.context
     _check(c.max_windows >= 1, "context.max_windows", c.max_windows, "must be >= 1")
-    _check(c.max_tokens >= 1, "context.max_tokens", c.max_tokens, "must be >= 1")
+    # One window is ~2420 tokens (2402 visual rows plus the turn's text); smaller budgets could never hold one.
+    _check(c.max_tokens >= 3000, "context.max_tokens", c.max_tokens, "must be >= 3000 (one window is ~2420 tokens)")
     _check(c.timeout_s > 0, "context.timeout_s", c.timeout_s, "must be > 0")
 
     p = cfg.policy
@@ -356,6 +376,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
     _check(b.name in BACKEND_NAMES, "backend.name", b.name, f"must be one of {', '.join(BACKEND_NAMES)}")
     _check(b.precision in PRECISIONS, "backend.precision", b.precision, f"must be one of {', '.join(PRECISIONS)}")
     _check(bool(b.engines_dir.strip()), "backend.engines_dir", b.engines_dir, "must be a non-empty path")
+    _check(bool(b.model_dir.strip()), "backend.model_dir", b.model_dir, "must be a non-empty path")
+    _check(bool(b.clip_dir.strip()), "backend.clip_dir", b.clip_dir, "must be a non-empty path")
     _check(
         0 <= b.intra_op_threads <= 256,
         "backend.intra_op_threads",

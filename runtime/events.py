@@ -17,8 +17,11 @@ from typing import Any, ClassVar, TextIO
 
 logger = logging.getLogger(__name__)
 
-#: Why the decoder context was cleared.
-CONTEXT_CLEAR_REASONS = ("feedback", "timeout", "max_windows", "max_tokens", "reset")
+#: Why the decoder context was cleared (everything after the fixed system prefix dropped).
+CONTEXT_CLEAR_REASONS = ("feedback", "timeout", "reset")
+
+#: Why the oldest window was evicted from the decoder context.
+EVICTION_REASONS = ("max_windows", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class WindowDecided(Event):
         cache_hit_rate: Feature-cache hit rate so far.
         kv_bytes: Size of the decoder KV context in bytes.
         gate_reason: Why the gate downgraded the action, if it did.
+        lag_s: Stream time from the window's end to the decision (newest
+            captured timestamp minus ``t_end``); how far behind live it is.
+        context_tokens: Decoder context length after appending the window.
+        context_windows: Windows held in the context after appending it.
+        action_logits: Decoder logits of ``<next>``, ``<feedback>``,
+            ``<correct>`` at the action position, when the backend has the
+            action tokens.
     """
 
     TYPE: ClassVar[str] = "window_decided"
@@ -68,6 +78,10 @@ class WindowDecided(Event):
     cache_hit_rate: float = 0.0
     kv_bytes: int = 0
     gate_reason: str | None = None
+    lag_s: float = 0.0
+    context_tokens: int = 0
+    context_windows: int = 0
+    action_logits: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,12 @@ class FeedbackFinished(Event):
 
 @dataclass(frozen=True)
 class WindowSkipped(Event):
-    """A complete window was never processed (e.g. ``reason="behind"``)."""
+    """A complete window was never processed.
+
+    ``reason`` is ``"behind"`` (latest-wins: a newer window was complete when
+    the worker got to it) or ``"overwritten"`` (its frames had already left the
+    ring buffer).
+    """
 
     TYPE: ClassVar[str] = "window_skipped"
     window_index: int
@@ -133,9 +152,37 @@ class ContextCleared(Event):
             raise ValueError(f"ContextCleared reason {self.reason!r} is not one of {CONTEXT_CLEAR_REASONS}")
 
 
+@dataclass(frozen=True)
+class ContextEvicted(Event):
+    """The oldest window left the decoder context to keep it within its limits.
+
+    Attributes:
+        window_index: The evicted window.
+        reason: One of :data:`EVICTION_REASONS`.
+        tokens: Context positions it occupied (the later windows moved down by this many).
+    """
+
+    TYPE: ClassVar[str] = "context_evicted"
+    window_index: int
+    reason: str
+    tokens: int
+
+    def __post_init__(self) -> None:
+        if self.reason not in EVICTION_REASONS:
+            raise ValueError(f"ContextEvicted reason {self.reason!r} is not one of {EVICTION_REASONS}")
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
-    for cls in (WindowDecided, FeedbackStarted, FeedbackToken, FeedbackFinished, WindowSkipped, ContextCleared)
+    for cls in (
+        WindowDecided,
+        FeedbackStarted,
+        FeedbackToken,
+        FeedbackFinished,
+        WindowSkipped,
+        ContextCleared,
+        ContextEvicted,
+    )
 }
 
 

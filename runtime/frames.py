@@ -21,11 +21,15 @@ class Frame:
             cameras; the presentation time ``index / fps`` for files and the
             synthetic source. Non-decreasing within a stream.
         image: ``uint8`` array of shape ``[H, W, 3]`` in RGB order.
+        decode_ms: Time the source spent producing this frame (decode or
+            render plus colour conversion), excluding any pacing wait; for
+            cameras it includes the wait for the driver.
     """
 
     index: int
     timestamp: float
     image: np.ndarray
+    decode_ms: float = 0.0
 
     @property
     def height(self) -> int:

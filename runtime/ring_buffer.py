@@ -38,6 +38,7 @@ class FrameRingBuffer:
         self._closed = False
         self._pushed = 0
         self._overwritten = 0
+        self._first_timestamp: float | None = None
 
     def push(self, frame: Frame) -> bool:
         """Append a frame, overwriting the oldest one when the buffer is full.
@@ -62,6 +63,8 @@ class FrameRingBuffer:
                 )
             if len(self._frames) == self.capacity:
                 self._overwritten += 1
+            if self._first_timestamp is None:
+                self._first_timestamp = frame.timestamp
             self._frames.append(frame)
             self._pushed += 1
             self._cond.notify_all()
@@ -82,6 +85,12 @@ class FrameRingBuffer:
         """Timestamp of the newest buffered frame, or ``None`` if empty."""
         with self._cond:
             return self._frames[-1].timestamp if self._frames else None
+
+    @property
+    def first_timestamp(self) -> float | None:
+        """Timestamp of the first frame ever pushed (the stream origin), or ``None``."""
+        with self._cond:
+            return self._first_timestamp
 
     @property
     def oldest_timestamp(self) -> float | None:
@@ -203,6 +212,11 @@ class CaptureThread(threading.Thread):
         """
         if self.error is not None:
             raise self.error
+
+    def request_stop(self) -> None:
+        """Asks the thread to finish without waiting (safe from any thread, including a consumer's)."""
+        self._stop_event.set()
+        self.buffer.close()
 
     def stop(self, timeout: float | None = 2.0) -> bool:
         """Ask the thread to finish and wait for it.

@@ -248,6 +248,7 @@ class CameraSource(FrameSource):
 
     def _read(self) -> Frame | None:
         assert self._executor is not None and self._cap is not None
+        started = time.perf_counter()
         failures = 0
         while True:
             # Reuse a read still pending from a previous timeout rather than
@@ -269,7 +270,8 @@ class CameraSource(FrameSource):
             if failures >= self._max_failures:
                 raise SourceError(f"camera index {self.index} failed {failures} consecutive reads (disconnected?)")
         timestamp = time.monotonic()
-        frame = Frame(self._next_index, timestamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        frame = Frame(self._next_index, timestamp, rgb, decode_ms=(time.perf_counter() - started) * 1e3)
         self._next_index += 1
         return frame
 
@@ -354,6 +356,7 @@ class VideoFileSource(FrameSource):
         self._pacer = _Pacer()
 
     def _read(self) -> Frame | None:
+        started = time.perf_counter()
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
             if self._next_index == 0:
@@ -362,9 +365,11 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"video file has no decodable frames: {self.path}")
             return None
         timestamp = self._next_index / self._fps
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        decode_ms = (time.perf_counter() - started) * 1e3  # measured before pacing sleeps
         if self.paced:
             self._pacer.wait_until(timestamp)
-        frame = Frame(self._next_index, timestamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        frame = Frame(self._next_index, timestamp, rgb, decode_ms=decode_ms)
         self._next_index += 1
         return frame
 
@@ -472,10 +477,12 @@ class SyntheticSource(FrameSource):
                 return None
             self._next_index += 1
         timestamp = index / self.fps
+        started = time.perf_counter()
         image = self.render(index)
+        decode_ms = (time.perf_counter() - started) * 1e3  # measured before pacing sleeps
         if self.paced:
             self._pacer.wait_until(timestamp)
-        return Frame(index, timestamp, image)
+        return Frame(index, timestamp, image, decode_ms=decode_ms)
 
     def _close(self) -> None:
         pass

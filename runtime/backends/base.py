@@ -130,11 +130,11 @@ class KVState(ABC):
         """Bytes held by all layers' keys and values."""
 
     @abstractmethod
-    def drop(self, start: int, stop: int) -> "KVState":
+    def drop(self, start: int, stop: int) -> KVState:
         """Returns a cache without positions [start, stop) (eviction of a window)."""
 
     @abstractmethod
-    def shift_positions(self, delta: int, start: int = 0) -> "KVState":
+    def shift_positions(self, delta: int, start: int = 0) -> KVState:
         """Returns a cache whose keys from cache index ``start`` on are re-rotated by ``delta`` RoPE positions.
 
         Entries before ``start`` (the fixed system prefix) keep their positions, so after ``drop`` of an evicted
@@ -183,3 +183,27 @@ class ModelBackend(ABC):
 
     def close(self) -> None:
         """Releases engines."""
+
+
+def select_top_k(scores: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
+    """Top-K frames per chunk sorted by time: the numpy twin of ``mobile_videogpt.frame_selection.select_top_k``.
+
+    Host code of the exported backends (the frame-selector graph returns only the scores). For distinct scores the
+    result equals the reference's ``torch.topk`` + ``sort`` (tested); exactly equal scores, where ``torch.topk``'s
+    choice is unspecified, are resolved deterministically by taking the lower index first (ONNX ``TopK``'s rule).
+
+    Args:
+        scores: Frame scores [C, T].
+        k: Frames kept per chunk.
+        largest: Keep the largest scores (the release) or the smallest.
+
+    Returns:
+        Int64 indices within each chunk [C, K], ascending.
+
+    Raises:
+        BackendError: If ``scores`` is not 2-D or ``k`` is not in [1, T].
+    """
+    if scores.ndim != 2 or not 1 <= k <= scores.shape[1]:
+        raise BackendError(f"select_top_k: scores {scores.shape} must be [C, T] with 1 <= k={k} <= T")
+    order = np.argsort(-scores if largest else scores, axis=-1, kind="stable")[:, :k]
+    return np.sort(order, axis=-1).astype(np.int64)

@@ -1,0 +1,204 @@
+"""``python -m runtime.webcam``: headless JSONL runs with the tiny model, error messages and exit codes, overlay.
+
+``pytest tests/runtime/test_webcam.py``. The JSONL checks are the issue's acceptance criteria: windows never overlap
+wrongly, feedback never violates the interval, and text appears only after ``<feedback>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import webcam
+from runtime.backends import BackendError, create_backend
+from runtime.events import (
+    Event,
+    FeedbackFinished,
+    FeedbackStarted,
+    FeedbackToken,
+    WindowDecided,
+    WindowSkipped,
+    read_jsonl_events,
+)
+from runtime.sources import write_sample_video
+
+REPO = Path(__file__).resolve().parents[2]
+WINDOW_S, STRIDE_S = 2.0, 1.5
+
+
+@pytest.fixture(scope="module")
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5 s synthetic exercise video (30 fps)."""
+    return write_sample_video(tmp_path_factory.mktemp("video") / "sample.mp4", duration_s=5.0)
+
+
+def check_stream(events: list[Event], min_interval_s: float) -> None:
+    """The acceptance invariants of a JSONL event stream."""
+    decided = [e for e in events if isinstance(e, WindowDecided)]
+    skipped = [e.window_index for e in events if isinstance(e, WindowSkipped)]
+    indices = [e.window_index for e in decided]
+    assert indices == sorted(set(indices)), "windows decided out of order or twice"
+    assert not set(indices) & set(skipped), "a window was both decided and skipped"
+    assert sorted(indices + skipped) == list(range(max(indices) + 1)), "windows missing from the stream"
+    for e in decided:  # windows sit on the stride grid: consecutive ones overlap by exactly window - stride
+        assert e.t_start == pytest.approx(e.window_index * STRIDE_S) and e.t_end == pytest.approx(e.t_start + WINDOW_S)
+    spoken = [e.t_end for e in decided if e.action != "<next>"]
+    assert all(b - a >= min_interval_s - 1e-9 for a, b in itertools.pairwise(spoken)), f"interval violated: {spoken}"
+
+    feedback_windows = {e.window_index for e in decided if e.action == "<feedback>"}
+    streaming: int | None = None
+    started: list[int] = []
+    for event in events:
+        if isinstance(event, FeedbackStarted):
+            assert streaming is None and event.window_index in feedback_windows
+            streaming = event.window_index
+            started.append(streaming)
+        elif isinstance(event, FeedbackToken):
+            assert event.window_index == streaming, "feedback text outside a <feedback> turn"
+        elif isinstance(event, FeedbackFinished):
+            assert event.window_index == streaming
+            streaming = None
+        elif isinstance(event, WindowDecided):
+            assert streaming is None
+    assert sorted(started) == sorted(feedback_windows), "a <feedback> without generation, or generation without it"
+
+
+def test_headless_cli_on_a_video_with_the_tiny_model(sample_video: Path, tiny_checkpoint: tuple[Path, Path]) -> None:
+    """The real entry point, paced (live-like, latest-wins), on the PyTorch backend."""
+    model_dir, clip_dir = tiny_checkpoint
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.webcam",
+        "--source",
+        str(sample_video),
+        "--headless",
+        "--backend",
+        "pytorch",
+        "--model",
+        str(model_dir),
+        "--clip",
+        str(clip_dir),
+        "--set",
+        "policy.every_n.n=1",
+        "--set",
+        "decision.min_feedback_interval_s=3",
+        "--set",
+        "generation.max_new_tokens=6",
+        "--set",
+        "backend.intra_op_threads=2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = read_jsonl_events(done.stdout.splitlines())
+    assert any(isinstance(e, WindowDecided) for e in events)
+    check_stream(events, min_interval_s=3.0)
+    assert "RANDOM WEIGHTS" in done.stderr
+    summary = json.loads(done.stderr[done.stderr.index('{\n "summary"') :])["summary"]
+    assert summary["random_weights"] is True and summary["backend"] == "pytorch"
+    assert summary["windows_processed"] == sum(isinstance(e, WindowDecided) for e in events)
+
+
+def test_offline_run_decides_every_window(
+    sample_video: Path, tiny_checkpoint: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unpaced with latest_wins=false: every complete window is decided, in order; the gate spaces feedback."""
+    model_dir, clip_dir = tiny_checkpoint
+    code = webcam.main(
+        [
+            "--source",
+            str(sample_video),
+            "--headless",
+            "--no-paced",
+            "--backend",
+            "pytorch",
+            "--model",
+            str(model_dir),
+            "--clip",
+            str(clip_dir),
+            "--log-level",
+            "WARNING",
+            "--set",
+            "window.latest_wins=false",
+            "--set",
+            "capture.ring_buffer_frames=512",
+            "--set",
+            "policy.every_n.n=1",
+            "--set",
+            "decision.min_feedback_interval_s=2",
+            "--set",
+            "generation.max_new_tokens=4",
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    events = read_jsonl_events(out.out.splitlines())
+    decided = [e for e in events if isinstance(e, WindowDecided)]
+    assert [e.window_index for e in decided] == [0, 1]  # window 2 would end at 5.0 s, after the last frame
+    assert [(e.action, e.gate_reason) for e in decided] == [("<feedback>", None), ("<next>", "interval")]
+    check_stream(events, min_interval_s=2.0)
+    finished = [e for e in events if isinstance(e, FeedbackFinished)]
+    assert len(finished) == 1 and 1 <= finished[0].n_tokens <= 4
+    assert all(np.isfinite(e.action_logits).all() for e in decided)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--set", "window.overlap_s=5"], 2, "window.overlap_s = 5.0: must be >= 0 and < window.window_s (2.0)"),
+        (["--backend", "tflite"], 2, "backend.name = 'tflite': must be one of pytorch, onnxruntime, tensorrt"),
+        (["--set", "context.max_windows=0"], 2, "context.max_windows = 0: must be >= 1"),
+        (["--set", "policy.nme=model"], 2, "policy.nme: unknown key"),
+        (["--set", "oops"], 2, "--set 'oops': expected KEY=VALUE"),
+        (["--source", "/nonexistent/clip.mp4"], 3, "video file not found: /nonexistent/clip.mp4"),
+        (["--source", "7"], 3, "camera index 7"),
+        (["--backend", "onnxruntime", "--engines", "/nonexistent/engines"], 2, "/nonexistent/engines does not exist"),
+    ],
+)
+def test_cli_errors_name_the_problem(
+    args: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--headless", "--source", "synthetic", "--log-level", "ERROR"]
+    assert webcam.main([*base, *args]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_window_mode_without_a_display_asks_for_headless(capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyAllWindows()
+        pytest.skip("this OpenCV build has a working GUI")
+    except cv2.error:
+        pass
+    assert webcam.main(["--source", "synthetic", "--log-level", "ERROR"]) == webcam.EXIT_DISPLAY
+    assert "run with --headless" in capsys.readouterr().err
+
+
+def test_unknown_backend_name_lists_the_choices() -> None:
+    with pytest.raises(BackendError, match=r"unknown backend 'tflite': choose one of pytorch\|onnxruntime\|tensorrt"):
+        create_backend("tflite")
+
+
+def test_overlay_shows_action_feedback_and_random_weights() -> None:
+    state = webcam.OverlayState(random_weights=True, backend="pytorch")
+    state(WindowDecided(3, 4.5, 6.5, "<feedback>", 0.9, "<feedback>", latency_ms={"total": 812.0}, lag_s=1.2))
+    state(FeedbackStarted(3, 6.5))
+    state(FeedbackToken(3, "Knees", 0))
+    state(FeedbackToken(3, " out", 1))
+    lines = state.lines(fps=29.7)
+    assert lines[0] == "action <feedback>  conf 0.90"
+    assert "29.7 fps" in lines[1] and "latency 812 ms" in lines[1]
+    assert "coach: Knees out" in lines and lines[-1].startswith("RANDOM WEIGHTS")
+    image = np.full((240, 320, 3), 128, dtype=np.uint8)
+    drawn = webcam.draw_overlay(image, lines)
+    assert drawn.shape == image.shape and not np.array_equal(drawn, image[..., ::-1])
