@@ -13,9 +13,15 @@ The recurrence, per channel d and state n::
 This is the same math as ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref`` (a sequential loop over L in
 fp32), which the golden vectors were produced with. It is the yardstick for every faster or export-friendly
 formulation (see ``export/``), which must keep this signature and be tested against it.
+
+Below the reference: ``selective_scan_chunked`` (fast, overflow-safe, traceable to standard ONNX ops), the
+``scan_marker`` op for exports that rewrite each scan into an ONNX ``Scan`` loop, and the registry ``SCAN_IMPLS`` /
+``get_scan_impl`` that the model's ``scan_impl`` config string selects from. See ``docs/selective_scan.md``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +87,6 @@ def selective_scan_ref(
 # Fast, export-friendly formulation.
 # ---------------------------------------------------------------------------------------------------------------------
 
-from collections.abc import Callable  # noqa: E402  (kept beside its use; the reference above stays untouched)
-
 DEFAULT_CHUNK_SIZE = 32
 
 
@@ -109,7 +113,7 @@ def selective_scan_chunked(
 
     Same signature, math and output as :func:`selective_scan_ref`; it differs only in the order of operations:
 
-    1. L is padded to K*c with identity steps (delta = 0: decay 1, input 0) and laid out as [c, Bt, K, D, N].
+    1. L is padded to K*c with identity steps (delta = 0: decay 1, input 0) and split into K chunks of c tokens.
     2. Pass 1 runs the recurrence over the c in-chunk positions for all K chunks at once from a zero state, which gives
        every chunk's local end state.
     3. The K chunk summaries (decay prod_t exp(delta_t*A) = exp(A*sum_t delta_t), local end state) are combined by a
@@ -119,9 +123,13 @@ def selective_scan_chunked(
     Only the per-step decays exp(delta*A) (as in the reference) and their products are ever formed; no exp of a
     positive log-decay difference is taken, so it cannot overflow on inputs where the reference does not
     (e.g. delta up to 8 with |delta*A| up to 140 in one step). Sums are fp32 like the reference; the order differs, so
-    results agree to fp32 rounding, not bit for bit. The Python loops run over the chunk length c (not over L) and are
-    unrolled when traced: ``torch.onnx.export`` gives about 6c + 6 log2(L/c) standard ops (Mul, Add, MatMul, Exp,
-    Split, Pad, Concat, ...), with no control flow. The traced graph is specialised to the traced L.
+    results agree to fp32 rounding, not bit for bit. Each step works on [Bt, K, 1, D, N] at once; the per-step decays
+    and inputs are kept, like the reference's [Bt, D, L, N] tensors (2 x 116 MB at L=1569, D=1152, N=16).
+
+    The Python loops run over the chunk length c (not over L) and over log2(L/c) scan levels, and are unrolled when
+    traced: ``torch.onnx.export(dynamo=False)`` gives a few hundred standard ops (Mul, Add, MatMul, Exp, Split,
+    Slice, Concat, ...; 531 at c=32, L=1569) and no control flow. The traced graph is specialised to the traced
+    L (the tracer warns about this).
 
     Args:
         u: Input, [Bt, D, L].
@@ -172,26 +180,27 @@ def selective_scan_chunked(
         B_p = torch.cat([B, zeros_n], dim=2)
         C_p = torch.cat([C, zeros_n], dim=2)
 
-    # Token-major [Bt, K, c, X]: one in-chunk step is then a slice of whole D- (or N-) rows.
+    # Token-major [Bt, K, c, X]: one in-chunk step is then a slice of whole D- (or N-) rows. The steps keep their
+    # singleton c axis (split, not unbind), so the traced graph needs no Squeeze per step.
     dt = _to_token_major(delta_p, n_chunks, chunk)  # [Bt, K, c, D]
-    dt_steps = dt.unsqueeze(-1).unbind(2)  # c x [Bt, K, D, 1]
-    dtu_steps = _to_token_major(delta_u, n_chunks, chunk).unsqueeze(-1).unbind(2)  # c x [Bt, K, D, 1]
-    b_steps = _to_token_major(B_p, n_chunks, chunk).unsqueeze(-2).unbind(2)  # c x [Bt, K, 1, N]
-    c_steps = _to_token_major(C_p, n_chunks, chunk).unsqueeze(-1).unbind(2)  # c x [Bt, K, N, 1]
+    dt_steps = dt.unsqueeze(-1).split(1, dim=2)  # c x [Bt, K, 1, D, 1]
+    dtu_steps = _to_token_major(delta_u, n_chunks, chunk).unsqueeze(-1).split(1, dim=2)  # c x [Bt, K, 1, D, 1]
+    b_steps = _to_token_major(B_p, n_chunks, chunk).unsqueeze(-2).split(1, dim=2)  # c x [Bt, K, 1, 1, N]
+    c_steps = _to_token_major(C_p, n_chunks, chunk).unsqueeze(-1).split(1, dim=2)  # c x [Bt, K, 1, N, 1]
 
-    # Per-step decay exp(delta*A) and input delta*u x B, each [Bt, K, D, N] (the reference's delta_a, delta_b_u).
-    # Outer products as MatMuls with inner size 1: ONNX Runtime runs them faster than broadcast Muls (x * 1 is exact).
-    ones_n = A.new_ones(1, A.shape[1])  # [1, N]
-    decays = [torch.exp(torch.matmul(d, ones_n) * A) for d in dt_steps]
+    # Per-step decay exp(delta*A) and input delta*u x B, each [Bt, K, 1, D, N] (the reference's delta_a, delta_b_u).
+    # The outer product is a MatMul with inner size 1: ONNX Runtime runs it faster than the broadcast Mul.
+    decays = [torch.exp(d * A) for d in dt_steps]
     inps = [torch.matmul(x, b) for x, b in zip(dtu_steps, b_steps)]
 
     # Pass 1: local end state of every chunk, from a zero start.
     local_end = inps[0]
     for j in range(1, chunk):
-        local_end = decays[j] * local_end + inps[j]  # [Bt, K, D, N]
+        local_end = decays[j] * local_end + inps[j]  # [Bt, K, 1, D, N]
 
-    # Chunk summaries (a_k, b_k) combined by an inclusive Hillis-Steele scan over K: (a1,b1)o(a2,b2) = (a1*a2, a2*b1+b2).
-    scan_a = torch.exp(dt.sum(2).unsqueeze(-1) * A)  # [Bt, K, D, N], product of the chunk's decays
+    # Chunk summaries (a_k, b_k), combined by an inclusive Hillis-Steele scan over K with
+    # (a1, b1) o (a2, b2) = (a1*a2, a2*b1 + b2).
+    scan_a = torch.exp(dt.sum(2, keepdim=True).unsqueeze(-1) * A)  # [Bt, K, 1, D, N], product of the chunk's decays
     scan_b = local_end
     shift = 1
     while shift < n_chunks:
@@ -201,18 +210,18 @@ def selective_scan_chunked(
         if 2 * shift < n_chunks:  # the decays are not needed after the last level
             new_a = scan_a[:, shift:] * scan_a[:, : n_chunks - shift]
             scan_a = torch.cat([scan_a[:, :shift], new_a], dim=1)
-        scan_b = torch.cat([scan_b[:, :shift], new_b], dim=1)  # [Bt, K, D, N]
+        scan_b = torch.cat([scan_b[:, :shift], new_b], dim=1)  # [Bt, K, 1, D, N]
         shift *= 2
     # Exclusive shift: chunk k starts from the true end state of chunk k-1 (zero for the first chunk).
-    state = torch.cat([torch.zeros_like(scan_b[:, :1]), scan_b[:, : n_chunks - 1]], dim=1)  # [Bt, K, D, N]
-    last_state = scan_b[:, n_chunks - 1]  # [Bt, D, N]; padded steps are identities
+    state = torch.cat([torch.zeros_like(scan_b[:, :1]), scan_b[:, : n_chunks - 1]], dim=1)  # [Bt, K, 1, D, N]
+    last_state = scan_b[:, n_chunks - 1, 0]  # [Bt, D, N]; padded steps are identities
 
     # Pass 2: rerun the chunks from their true start states and read out y_t = C_t . h_t.
     ys = []
     for j in range(chunk):
-        state = decays[j] * state + inps[j]  # [Bt, K, D, N]
-        ys.append(torch.matmul(state, c_steps[j]))  # [Bt, K, D, 1]
-    y = torch.stack(ys, dim=2).reshape(batch, n_chunks * chunk, dim)  # [Bt, K*c, D]
+        state = decays[j] * state + inps[j]  # [Bt, K, 1, D, N]
+        ys.append(torch.matmul(state, c_steps[j]))  # [Bt, K, 1, D, 1]
+    y = torch.cat(ys, dim=2).reshape(batch, n_chunks * chunk, dim)  # [Bt, K*c, D]
     y = y.transpose(1, 2)[:, :, :length]  # [Bt, D, L]
 
     out = y if D is None else y + u * D.float()[..., None]
@@ -222,9 +231,85 @@ def selective_scan_chunked(
     return (out, last_state) if return_last_state else out
 
 
+# Marker op for the ONNX export: traced as one ``mvg_scan::SelectiveScan`` node (symbolic registered by
+# ``export.scan_formulations.register_scan_marker_symbolic``), which ``export.scan_formulations.replace_scan_markers``
+# then rewrites into a standard-op guarded chunk ``Scan``. In eager mode it computes ``selective_scan_chunked``.
+SCAN_MARKER_OP = "mvg_scan::selective_scan"
+
+
+@torch.library.custom_op(SCAN_MARKER_OP, mutates_args=())
+def _scan_marker_op(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    z: torch.Tensor,
+    delta_bias: torch.Tensor,
+) -> torch.Tensor:
+    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True)
+
+
+@_scan_marker_op.register_fake
+def _scan_marker_fake(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    z: torch.Tensor,
+    delta_bias: torch.Tensor,
+) -> torch.Tensor:
+    return torch.empty_like(u)
+
+
+def selective_scan_marker(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor:
+    """The scan as one opaque op, for an ONNX export whose scans are rewritten into ONNX ``Scan`` loops.
+
+    Eager result equals :func:`selective_scan_chunked`. Supports only the call VideoMamba makes: D, z and delta_bias
+    given, ``delta_softplus=True``, no last state. Args and shapes as :func:`selective_scan_ref`.
+
+    Returns:
+        y: [Bt, D, L] in the dtype of ``u``.
+
+    Raises:
+        ValueError: If the call needs an option the marker does not carry.
+    """
+    unsupported = [
+        name
+        for name, bad in (
+            ("D=None", D is None),
+            ("z=None", z is None),
+            ("delta_bias=None", delta_bias is None),
+            ("delta_softplus=False", not delta_softplus),
+            ("return_last_state=True", return_last_state),
+        )
+        if bad
+    ]
+    if unsupported:
+        raise ValueError(
+            f"scan_impl 'scan_marker' supports only VideoMamba's call; unsupported: {', '.join(unsupported)}"
+        )
+    return _scan_marker_op(u, delta, A, B, C, D, z, delta_bias)
+
+
 SCAN_IMPLS: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]] = {
     "ref": selective_scan_ref,
     "chunked": selective_scan_chunked,
+    "scan_marker": selective_scan_marker,
 }
 
 

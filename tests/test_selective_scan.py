@@ -18,16 +18,19 @@ import torch
 
 from export.scan_formulations import (
     INPUT_NAMES,
-    build_guarded_scan_model,
+    build_scan_model,
     export_traced_scan,
     make_scan_inputs,
     op_types,
+    register_scan_marker_symbolic,
+    replace_scan_markers,
     selective_scan_float64,
 )
 from mobile_videogpt.selective_scan import (
     SCAN_IMPLS,
     get_scan_impl,
     selective_scan_chunked,
+    selective_scan_marker,
     selective_scan_ref,
 )
 
@@ -65,13 +68,14 @@ def _ort_run(model: onnx.ModelProto | str, inputs: dict[str, torch.Tensor]) -> n
 
 def test_registry_names_and_lookup() -> None:
     """The config string selects the implementation; both are registered under their documented names."""
-    assert set(SCAN_IMPLS) == {"ref", "chunked"}
+    assert set(SCAN_IMPLS) == {"ref", "chunked", "scan_marker"}
     assert get_scan_impl("ref") is selective_scan_ref
     assert get_scan_impl("chunked") is selective_scan_chunked
+    assert get_scan_impl("scan_marker") is selective_scan_marker
 
 
 def test_unknown_impl_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown scan_impl 'cuda'; valid names: \['chunked', 'ref'\]"):
+    with pytest.raises(ValueError, match=r"unknown scan_impl 'cuda'; valid names: \['chunked', 'ref', 'scan_marker'\]"):
         get_scan_impl("cuda")
 
 
@@ -129,7 +133,8 @@ def test_chunked_probe_inputs_finite_and_exact(kind: str) -> None:
 
 def test_chunked_keeps_input_dtype_and_fp32_state() -> None:
     """Low-precision inputs: compute in fp32, y cast back to the input dtype, state stays fp32 (as the reference)."""
-    x = {k: v.to(torch.bfloat16) if k in ("u", "delta", "z", "B", "C") else v for k, v in _random_inputs(1, 4, 20, 2).items()}
+    low = ("u", "delta", "z", "B", "C")
+    x = {k: v.to(torch.bfloat16) if k in low else v for k, v in _random_inputs(1, 4, 20, 2).items()}
     y, s = selective_scan_chunked(**x, delta_softplus=True, return_last_state=True, chunk_size=8)
     y_ref, s_ref = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
     assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
@@ -158,7 +163,7 @@ def test_traced_chunked_onnx_matches_ref(kind: str, tmp_path: Path) -> None:
 def test_guarded_scan_onnx_matches_ref(kind: str, chunk_size: int) -> None:
     """The guarded ONNX Scan; on stress inputs the If must route overflowing chunks to the robust branch."""
     x = make_scan_inputs(kind, **SMALL)
-    model = build_guarded_scan_model(chunk_size)
+    model = build_scan_model(chunk_size)
     assert op_types(model.graph) >= {"Scan", "If"}
     y = _ort_run(model, x)
     y_ref = selective_scan_ref(**x, delta_softplus=True).numpy()
@@ -167,11 +172,28 @@ def test_guarded_scan_onnx_matches_ref(kind: str, chunk_size: int) -> None:
     np.testing.assert_allclose(y, y_ref, atol=ATOL * np.abs(y_ref).max(), rtol=RTOL)
 
 
+@pytest.mark.parametrize(("kind", "chunk_size"), [("normal", 16), ("stress", 16), ("stress", 8)])
+def test_sequential_scan_onnx_matches_ref(kind: str, chunk_size: int) -> None:
+    """The Scan with an unrolled in-chunk body: no If, only per-step decays, so it needs no guard."""
+    x = make_scan_inputs(kind, **SMALL)
+    model = build_scan_model(chunk_size, body="sequential")
+    assert "If" not in op_types(model.graph)
+    y = _ort_run(model, x)
+    y_ref = selective_scan_ref(**x, delta_softplus=True).numpy()
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, y_ref, atol=ATOL * np.abs(y_ref).max(), rtol=RTOL)
+
+
+def test_scan_model_rejects_unknown_body() -> None:
+    with pytest.raises(ValueError, match=r"body must be one of \['guarded', 'sequential'\], got 'loop'"):
+        build_scan_model(16, body="loop")
+
+
 @pytest.mark.parametrize("threshold", [-1.0, 1e30])
 def test_guarded_scan_each_branch_alone(threshold: float) -> None:
     """threshold=-1 forces the Hillis-Steele branch everywhere, 1e30 the factorised one; both must be exact."""
     x = make_scan_inputs("normal", **SMALL)
-    y = _ort_run(build_guarded_scan_model(16, threshold=threshold), x)
+    y = _ort_run(build_scan_model(16, threshold=threshold), x)
     y_ref = selective_scan_ref(**x, delta_softplus=True).numpy()
     np.testing.assert_allclose(y, y_ref, atol=ATOL * np.abs(y_ref).max(), rtol=RTOL)
 
@@ -179,15 +201,60 @@ def test_guarded_scan_each_branch_alone(threshold: float) -> None:
 def test_unguarded_factorised_overflows_on_stress() -> None:
     """Why the guard exists: the factorised branch alone (c=64: half-span 32 steps) overflows on stress inputs."""
     x = make_scan_inputs("stress", **SMALL)
-    y = _ort_run(build_guarded_scan_model(64, threshold=1e30), x)
+    y = _ort_run(build_scan_model(64, threshold=1e30), x)
     assert not np.isfinite(y).all()
 
 
 def test_guarded_scan_is_shape_generic() -> None:
     """One built model serves other batch sizes and lengths (L=37: padding; L=5: a single partial chunk)."""
-    model = build_guarded_scan_model(16)
+    model = build_scan_model(16)
     for batch, length in [(2, 37), (1, 5)]:
         x = _random_inputs(batch, 3, length, 2, seed=2)
         y = _ort_run(model, x)
         y_ref = selective_scan_ref(**x, delta_softplus=True).numpy()
         np.testing.assert_allclose(y, y_ref, atol=ATOL, rtol=RTOL)
+
+
+def test_marker_eager_matches_ref_and_rejects_other_calls() -> None:
+    """The marker op computes the chunked scan in eager mode and refuses calls the ONNX rewrite would get wrong."""
+    x = make_scan_inputs("normal", **SMALL)
+    y = selective_scan_marker(**x, delta_softplus=True)
+    torch.testing.assert_close(y, selective_scan_ref(**x, delta_softplus=True), atol=ATOL * 10, rtol=RTOL)
+    with pytest.raises(ValueError, match="unsupported: z=None, delta_softplus=False"):
+        selective_scan_marker(**{**x, "z": None})
+
+
+class _TwoScans(torch.nn.Module):
+    """Both directions, as a bidirectional Mamba layer calls them: forward scan plus flipped scan."""
+
+    def forward(self, u, delta, A, B, C, D, z, delta_bias):  # noqa: ANN001, ANN201, N803 - mirrors the scan's names
+        scan = get_scan_impl("scan_marker")
+        fwd = scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True)
+        flip = [t.flip(-1) for t in (u, delta, B, C, z)]
+        bwd = scan(flip[0], flip[1], A, flip[2], flip[3], D, flip[4], delta_bias, delta_softplus=True)
+        return fwd + bwd.flip(-1)
+
+
+@pytest.mark.parametrize("body", ["guarded", "sequential"])
+def test_marker_export_rewrites_to_standard_scan(body: str, tmp_path: Path) -> None:
+    """Trace with scan_impl='scan_marker', rewrite each marker into a guarded Scan: standard ops, same result."""
+    x = make_scan_inputs("stress", **SMALL)
+    register_scan_marker_symbolic()
+    path = tmp_path / "two_scans.onnx"
+    args = tuple(x[n] for n in INPUT_NAMES)
+    torch.onnx.export(_TwoScans(), args, str(path), input_names=list(INPUT_NAMES), opset_version=17, dynamo=False)
+    exported = onnx.load(str(path))
+    assert sum(n.op_type == "SelectiveScan" for n in exported.graph.node) == 2
+    model = replace_scan_markers(exported, chunk_size=16, body=body)
+    assert [imp.domain for imp in model.opset_import] == [""]
+    assert all("::" not in t for t in op_types(model.graph))
+    assert sum(n.op_type == "Scan" for n in model.graph.node) == 2
+    y = _ort_run(model, x)
+    with torch.no_grad():
+        y_ref = _TwoScans()(*args).numpy()  # eager marker == chunked, checked against the reference above
+    np.testing.assert_allclose(y, y_ref, atol=ATOL * np.abs(y_ref).max(), rtol=RTOL)
+
+
+def test_replace_without_marker_raises() -> None:
+    with pytest.raises(ValueError, match="no mvg_scan::SelectiveScan marker found"):
+        replace_scan_markers(build_scan_model(16))
