@@ -43,3 +43,9 @@ def test_read_tolerances_parses_readme_table(golden: Path) -> None:
     tol = conformance.read_tolerances(golden / "README.md")
     assert tol["videomamba_tokens"] == pytest.approx(1e-4)
     assert tol["step_logits"] == pytest.approx(5e-4)
+
+
+def test_golden_conformance_with_chunked_scan(golden: Path) -> None:
+    """The fast chunked selective scan (used by the PyTorch backend and the ONNX export) also passes the golden set."""
+    rows = conformance.check_golden(golden, scan_impl="chunked")
+    assert [r.name for r in rows if not r.passed] == []
