@@ -9,9 +9,9 @@ cache is a :class:`~runtime.backends.kv.NumpyKVState` in the decoder's KV dtype 
 Execution providers: the requested provider must be the one the session runs on; ONNX Runtime silently falls back to
 the CPU when a GPU provider cannot load (missing CUDA/cuDNN libraries), which is detected here and raised. The fp16
 graphs run on the CPU provider, but ONNX Runtime's CPU provider has no fp16 kernels for most ops and removes the
-``fp32 -> fp16 -> fp32`` cast pairs it inserts around them (onnxruntime#8787, #17953), so activations are computed in
-fp32 there: a CPU run of the fp16 graphs checks their structure, fp16 weights and fp16 KV cache, not fp16 arithmetic.
-A warning says so.
+``fp32 -> fp16 -> fp32`` cast pairs it inserts around them (onnxruntime#8787, #17953), so the fp16 products
+(MatMul, Gemm, Conv) are computed in fp32 there: a CPU run of the fp16 graphs checks their structure, fp16 weights
+and fp16 KV cache, not fp16 arithmetic. A warning says so.
 """
 
 from __future__ import annotations
@@ -166,9 +166,9 @@ class OnnxRuntimeBackend(ModelBackend):
         self._kv_shape = tuple(past_specs[0].shape)  # (batch, kv_heads, past, head_dim)
         if precision == "fp16" and provider == CPU_PROVIDER:
             logger.warning(
-                "onnxruntime CPU provider runs the fp16 graphs with fp32 arithmetic (it has no fp16 kernels for most "
-                "ops and drops the fp32->fp16->fp32 casts): fp16 weights and KV cache are exercised, fp16 rounding of "
-                "activations is not"
+                "onnxruntime CPU provider computes the fp16 products of the fp16 graphs in fp32 (no fp16 MatMul/Gemm/"
+                "Conv kernels; it drops the fp32->fp16->fp32 casts): fp16 weights and KV cache are exercised, fp16 "
+                "arithmetic is not"
             )
         logger.info(
             "onnxruntime backend: %s (%s, %s)%s",

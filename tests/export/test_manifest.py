@@ -1,0 +1,105 @@
+"""manifest.json written by ``python -m export``: contents, and clear errors when it is missing or malformed.
+
+``pytest tests/export/test_manifest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.graphs import GRAPH_NAMES, io_tables
+from export.manifest import FORMAT_VERSION, Manifest, ManifestError, checkpoint_fingerprint
+from mobile_videogpt.prompt import streaming_prompt_ids
+from mobile_videogpt.vocab import ACTION_TOKENS, load_action_tokens, plan_action_token_ids
+from runtime.backends import load_tokenizer
+from runtime.backends.base import BackendError
+
+
+def test_manifest_contents(exported_tiny: Path, tiny_checkpoint: tuple[Path, Path], ref_model) -> None:  # noqa: ANN001
+    """Geometry, action tokens, streaming prompt ids, source fingerprint, libraries, graphs and the table location."""
+    manifest = Manifest.load(exported_tiny)
+    data = manifest.data
+    model_dir, clip_dir = tiny_checkpoint
+    assert data["format_version"] == FORMAT_VERSION and data["name"] == "tiny"
+    assert data["random_weights"] is True and manifest.random_weights
+    assert data["source"]["model_dir"] == str(model_dir) and data["source"]["clip_dir"] == str(clip_dir)
+    assert data["source"]["sha256"] == checkpoint_fingerprint(model_dir, clip_dir)["sha256"]
+    assert {"torch", "transformers", "onnx", "onnxruntime", "python"} <= set(data["libraries"])
+    assert data["export"]["opset"] == 17 and data["export"]["scan_impl"] == "chunked"
+
+    geo = data["model"]
+    text = ref_model.config.text
+    assert (geo["hidden_size"], geo["vocab_size"], geo["num_layers"], geo["num_key_value_heads"], geo["head_dim"]) == (
+        128,
+        151_669,
+        2,
+        2,
+        32,
+    )
+    assert geo["rope_theta"] == 1e6 and geo["max_position_embeddings"] == text.max_position_embeddings
+    assert geo["num_visual_tokens"] == 2402 and geo["tokenizer_size"] == 151_669 and geo["image_token_id"] == 151_665
+    assert geo["eos_token_ids"] == [151645, 151643]
+
+    ids = plan_action_token_ids(151_666)
+    assert data["action_tokens"] == ids.as_dict() == manifest.action_token_ids.as_dict()
+    assert load_action_tokens(manifest.tokenizer_dir) == ids
+    tokenizer = load_tokenizer(manifest.tokenizer_dir, ids)
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ACTION_TOKENS] == list(ids.ids)
+    assert data["streaming_prompt_ids"] == streaming_prompt_ids(tokenizer).as_dict()
+
+    assert manifest.precisions == ["fp32", "fp16"]
+    tables = io_tables(ref_model)
+    for precision in manifest.precisions:
+        for name in GRAPH_NAMES:
+            graph = manifest.graph(precision, name)
+            assert graph.path.is_file() and graph.path.with_suffix(".json").is_file()
+            assert [t.name for t in graph.inputs] == tables[name].input_names
+            entry = data["graphs"][precision][name]
+            assert entry["bytes"] > 0 and entry["seconds"] >= 0 and entry["nodes"] > 0
+        table = manifest.embedding_table(precision).open()
+        assert table.shape == (151_669, 128) and table.dtype == np.dtype(
+            "float32" if precision == "fp32" else "float16"
+        )
+        np.testing.assert_allclose(
+            table[-3:], ref_model.lm.model.embed_tokens.weight[-3:].detach().numpy(), rtol=1e-3, atol=1e-7
+        )
+    assert data["graphs"]["fp16"]["decoder"]["fp16"]["fp16_nodes"]["Gemm"] == 1
+
+
+def test_manifest_errors_name_the_problem(exported_tiny: Path, tmp_path: Path) -> None:
+    """Missing file, other format version, missing key, unexported precision: each error says which."""
+    with pytest.raises(ManifestError, match="does not exist"):
+        Manifest.load(tmp_path)
+    data = json.loads((exported_tiny / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ManifestError, match="format_version 99"):
+        Manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "action_tokens"}))
+    with pytest.raises(ManifestError, match="missing key 'action_tokens'"):
+        Manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({**data, "precisions": ["fp32"], "graphs": {"fp32": data["graphs"]["fp32"]}})
+    )
+    with pytest.raises(ManifestError, match="precision 'fp16' was not exported"):
+        Manifest.load(tmp_path).graph("fp16", "decoder")
+
+
+def test_onnxruntime_backend_reports_missing_precision_and_fallback(exported_tiny: Path, tmp_path: Path) -> None:
+    """Asking for an unexported precision or a provider this build lacks fails with the reason (no silent fallback)."""
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    partial = tmp_path / "engines"
+    shutil.copytree(exported_tiny / "tokenizer", partial / "tokenizer")
+    data = json.loads((exported_tiny / "manifest.json").read_text())
+    (partial / "manifest.json").write_text(json.dumps({**data, "precisions": ["fp32"]}))
+    with pytest.raises(BackendError, match="precision 'fp16' was not exported"):
+        OnnxRuntimeBackend(partial, precision="fp16")
+    with pytest.raises(BackendError, match="CUDAExecutionProvider is not in this onnxruntime build"):
+        OnnxRuntimeBackend(exported_tiny, precision="fp32", provider="CUDAExecutionProvider")
+    with pytest.raises(BackendError, match=r"manifest\.json does not exist"):
+        OnnxRuntimeBackend(tmp_path / "nowhere")
