@@ -168,7 +168,7 @@ def load_model(
     depth = infer_videomamba_depth(list(tensors))
     raw_cfg = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
     if "videomamba_depth" not in raw_cfg and depth is not None and depth != 32:
-        logger.warning("config.json does not give videomamba_depth; using %d blocks found in the checkpoint", depth)
+        logger.info("config.json does not give videomamba_depth; using the %d blocks found in the checkpoint", depth)
     config = load_config(model_dir, clip_dir, videomamba_depth=depth, scan_impl=scan_impl)
     action_ids = load_action_tokens(model_dir)
     if action_ids is not None and config.text.vocab_size != action_ids.vocab_size:
