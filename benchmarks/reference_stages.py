@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import machine_info, time_call
 from mobile_videogpt import frame_selection
 from mobile_videogpt.checkpoint import load_model
 from mobile_videogpt.synthetic import ensure_synthetic_checkpoint
@@ -31,37 +31,9 @@ from mobile_videogpt.synthetic import ensure_synthetic_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def machine_info() -> dict[str, object]:
-    """CPU model, core count and library versions for the report."""
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import transformers
-
-    return {
-        "cpu": cpu,
-        "logical_cores": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Times ``fn`` after warm-up; returns median/min/max in ms."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
+def time_stage(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Times ``fn`` after warm-up; returns median/min/max in ms and the sample count."""
+    samples = time_call(fn, repeats, warmup)
     return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": repeats}
 
 
@@ -84,24 +56,24 @@ def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, thr
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (16, 240, 320, 3), dtype=np.uint8)
     stages: dict[str, dict[str, float]] = {}
-    stages["preprocess (both branches, 16 frames)"] = time_call(lambda: model.preprocess(frames), repeats)
+    stages["preprocess (both branches, 16 frames)"] = time_stage(lambda: model.preprocess(frames), repeats)
     video_px, context_px = model.preprocess(frames)
-    stages["clip image encoder (16 frames)"] = time_call(lambda: model.encode_images(context_px), repeats)
+    stages["clip image encoder (16 frames)"] = time_stage(lambda: model.encode_images(context_px), repeats)
     feats = model.encode_images(context_px)
-    stages["frame scoring + top-4 (2 chunks)"] = time_call(lambda: model.select_frames(model.score_frames(feats)), repeats)
+    stages["frame scoring + top-4 (2 chunks)"] = time_stage(lambda: model.select_frames(model.score_frames(feats)), repeats)
     selected = model.select_frames(model.score_frames(feats))
     clip = frame_selection.gather_selected_frames(video_px, selected)
     for impl in scan_impls:
         model.lm.model.vision_tower.vision_encoder.set_scan_impl(impl)
         reps = 1 if impl == "ref" else repeats
-        stages[f"videomamba (8 frames, scan={impl})"] = time_call(lambda: model.encode_video(clip), reps, warmup=0 if impl == "ref" else 1)
+        stages[f"videomamba (8 frames, scan={impl})"] = time_stage(lambda: model.encode_video(clip), reps, warmup=0 if impl == "ref" else 1)
     tokens = model.encode_video(clip)
-    stages["video pooling + video ETP"] = time_call(lambda: model.project_video(model.pool_video(tokens)), repeats)
-    stages["image ETP (16 frames)"] = time_call(lambda: model.project_images(feats), repeats)
+    stages["video pooling + video ETP"] = time_stage(lambda: model.project_video(model.pool_video(tokens)), repeats)
+    stages["image ETP (16 frames)"] = time_stage(lambda: model.project_images(feats), repeats)
     visual = model.merge_visual(model.project_images(feats), model.project_video(model.pool_video(tokens)))
     prefix, suffix = list(range(1000, 1014)), list(range(2000, 2012))
     embeds = model.build_inputs_embeds(prefix, visual, suffix)
-    stages[f"LLM prefill ({embeds.shape[0]} tokens)"] = time_call(lambda: model.decode_step(embeds[None]), max(1, repeats // 2))
+    stages[f"LLM prefill ({embeds.shape[0]} tokens)"] = time_stage(lambda: model.decode_step(embeds[None]), max(1, repeats // 2))
     logits, past = model.decode_step(embeds[None])
     step_embeds = model.embed_tokens([int(logits.argmax())])[None]
     samples = []
@@ -116,7 +88,8 @@ def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, thr
     return {
         "preset": preset,
         "random_weights": True,
-        "machine": machine_info(),
+        "machine": machine_info(threads),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threads": threads,
         "visual_tokens_per_call": int(visual.shape[0]),
         "prompt_tokens": int(embeds.shape[0]),

@@ -80,3 +80,11 @@ def test_block_modes_other_than_full_need_a_summary(gpu_run: tuple[Path, dict[st
     """``headline`` is defined for run_all summaries only; the error names the report kind."""
     with pytest.raises(ValueError, match="needs a run_all summary, got a gpu report"):
         render_mode(gpu_run[1], "headline")
+
+
+def test_readme_numbers_match_their_json() -> None:
+    """The README's benchmark tables are exactly what benchmarks.report renders from the stored JSON.
+
+    Fix with ``python -m benchmarks.report --update-doc README.md``.
+    """
+    assert update_doc(REPO / "README.md", check=True)
