@@ -207,3 +207,45 @@ def select_top_k(scores: np.ndarray, k: int, largest: bool = True) -> np.ndarray
         raise BackendError(f"select_top_k: scores {scores.shape} must be [C, T] with 1 <= k={k} <= T")
     order = np.argsort(-scores if largest else scores, axis=-1, kind="stable")[:, :k]
     return np.sort(order, axis=-1).astype(np.int64)
+
+
+def lookup_rows(table: np.ndarray, ids: Sequence[int], vocab_size: int) -> np.ndarray:
+    """Rows of a tied embedding table, upcast to float32 (exact for fp16 rows).
+
+    Args:
+        table: [V, H] table (may be a memory map).
+        ids: Token ids.
+        vocab_size: V.
+
+    Returns:
+        [S, H] float32.
+
+    Raises:
+        BackendError: If an id is outside ``[0, V)``.
+    """
+    index = np.asarray(list(ids), dtype=np.int64)
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= vocab_size):
+        raise BackendError(f"token ids must lie in [0, {vocab_size}); got min {index.min()}, max {index.max()}")
+    return np.asarray(table[index], dtype=np.float32)
+
+
+def check_decode_inputs(inputs_embeds: np.ndarray, position_ids: np.ndarray, hidden_size: int) -> np.ndarray:
+    """Validates a ``decode`` call's shapes (batch 1) and returns the positions as int64.
+
+    Args:
+        inputs_embeds: [1, S, H].
+        position_ids: [1, S].
+        hidden_size: H.
+
+    Returns:
+        position_ids as int64 [1, S].
+
+    Raises:
+        BackendError: Naming the offending shape.
+    """
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1 or inputs_embeds.shape[2] != hidden_size:
+        raise BackendError(f"decode: inputs_embeds has shape {inputs_embeds.shape}, expected [1, S, {hidden_size}]")
+    positions = np.asarray(position_ids, dtype=np.int64)
+    if positions.shape != inputs_embeds.shape[:2]:
+        raise BackendError(f"decode: position_ids {positions.shape} must be [1, S] = {inputs_embeds.shape[:2]}")
+    return positions

@@ -25,7 +25,17 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from export.manifest import GraphFile, Manifest, ManifestError
-from runtime.backends.base import BackendError, Engine, ImageFeatures, KVState, ModelBackend, TensorSpec, select_top_k
+from runtime.backends.base import (
+    BackendError,
+    Engine,
+    ImageFeatures,
+    KVState,
+    ModelBackend,
+    TensorSpec,
+    check_decode_inputs,
+    lookup_rows,
+    select_top_k,
+)
 from runtime.backends.kv import NumpyKVState, RopeSpec
 
 logger = logging.getLogger(__name__)
@@ -199,12 +209,7 @@ class OnnxRuntimeBackend(ModelBackend):
         Raises:
             BackendError: If an id is outside ``[0, V)``.
         """
-        index = np.asarray(list(ids), dtype=np.int64)
-        if index.size and (int(index.min()) < 0 or int(index.max()) >= self.vocab_size):
-            raise BackendError(
-                f"token ids must lie in [0, {self.vocab_size}); got min {index.min()}, max {index.max()}"
-            )
-        return np.asarray(self._table[index], dtype=np.float32)
+        return lookup_rows(self._table, ids, self.vocab_size)
 
     def decode(
         self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
@@ -214,13 +219,7 @@ class OnnxRuntimeBackend(ModelBackend):
         Raises:
             BackendError: For a wrong shape or a past that is not a NumpyKVState of this decoder.
         """
-        if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1 or inputs_embeds.shape[2] != self.hidden_size:
-            raise BackendError(
-                f"decode: inputs_embeds has shape {inputs_embeds.shape}, expected [1, S, {self.hidden_size}]"
-            )
-        position_ids = np.asarray(position_ids, dtype=np.int64)
-        if position_ids.shape != inputs_embeds.shape[:2]:
-            raise BackendError(f"decode: position_ids {position_ids.shape} must be [1, S] = {inputs_embeds.shape[:2]}")
+        position_ids = check_decode_inputs(inputs_embeds, position_ids, self.hidden_size)
         feeds: dict[str, np.ndarray] = {"inputs_embeds": _f32(inputs_embeds), "position_ids": position_ids}
         if past is None:
             _, kv_heads, _, head_dim = self._kv_shape
