@@ -27,6 +27,28 @@ import torch
 import torch.nn.functional as F
 
 
+def _prepare_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+) -> tuple[torch.Tensor, ...]:
+    """Casts the scan inputs to fp32 and applies the step-size bias and softplus (shared by every formulation).
+
+    Returns:
+        ``(u, delta, A, B, C)`` in fp32, ``delta`` after bias and softplus.
+    """
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return u.float(), delta, A.float(), B.float(), C.float()
+
+
 def selective_scan_ref(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -57,15 +79,7 @@ def selective_scan_ref(
         y: [Bt, D, L] in the dtype of ``u``; with ``return_last_state`` also the last state [Bt, D, N] (fp32).
     """
     dtype_in = u.dtype
-    u = u.float()
-    delta = delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
-    A = A.float()
-    B = B.float()
-    C = C.float()
+    u, delta, A, B, C = _prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     state = u.new_zeros((batch, dim, A.shape[1]))  # [Bt, D, N]
     # Precompute the per-step decay and input terms, exactly as the reference does.
@@ -154,15 +168,7 @@ def selective_scan_chunked(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dtype_in = u.dtype
-    u = u.float()
-    delta = delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
-    A = A.float()
-    B = B.float()
-    C = C.float()
+    u, delta, A, B, C = _prepare_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     chunk = min(chunk_size, length)
     n_chunks = (length + chunk - 1) // chunk  # ceil; not -(-L // c): traced floordiv truncates negatives

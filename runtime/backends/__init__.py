@@ -180,7 +180,7 @@ def tokenizer_for(backend: ModelBackend, fallback_dir: str | Path | None = None)
     path = Path(directory)
     if not (path / "tokenizer.json").is_file() and (path / "manifest.json").is_file():
         # An engines directory: the exporter copies the tokenizer into the manifest's tokenizer_dir.
-        from runtime.backends.torch_backend import read_manifest
+        from runtime.backends.torch_backend import load_manifest
 
-        path = path / str(read_manifest(path).get("tokenizer_dir", "tokenizer"))
+        path = load_manifest(path).tokenizer_dir
     return load_tokenizer(path, backend.action_token_ids)

@@ -7,7 +7,6 @@ in torch tensors (:class:`~runtime.backends.kv.TorchKVState`), so appending a wi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.manifest import Manifest, ManifestError
 from mobile_videogpt.checkpoint import load_model
 from mobile_videogpt.synthetic import is_synthetic
 from mobile_videogpt.vocab import ActionTokenIds, load_action_tokens, plan_action_token_ids
@@ -26,7 +26,6 @@ from runtime.backends.kv import RopeSpec, TorchKVState
 logger = logging.getLogger(__name__)
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-MANIFEST = "manifest.json"
 
 
 class TorchBackend(ModelBackend):
@@ -193,22 +192,16 @@ def _check_pixels(stage: str, pixels: np.ndarray, frames: int | None) -> None:
         raise BackendError(f"{stage}: pixels have shape {pixels.shape}, expected {want}")
 
 
-def read_manifest(engines_dir: Path) -> dict[str, object]:
-    """Reads ``engines_dir/manifest.json``.
+def load_manifest(engines_dir: Path) -> Manifest:
+    """Reads ``engines_dir/manifest.json`` through the exporter's validating reader.
 
     Raises:
-        BackendError: If it is missing or not a JSON object.
+        BackendError: If it is missing, malformed or of another format version.
     """
-    path = Path(engines_dir) / MANIFEST
-    if not path.is_file():
-        raise BackendError(f"{path} does not exist (export the engines first: python -m export)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BackendError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BackendError(f"{path} must hold a JSON object")
-    return data
+        return Manifest.load(engines_dir)
+    except ManifestError as exc:
+        raise BackendError(str(exc)) from exc
 
 
 def manifest_checkpoint_dirs(engines_dir: Path) -> tuple[Path, Path]:
@@ -219,11 +212,10 @@ def manifest_checkpoint_dirs(engines_dir: Path) -> tuple[Path, Path]:
     Raises:
         BackendError: If the manifest does not record them.
     """
-    manifest = read_manifest(engines_dir)
-    source = manifest.get("source")
+    source = load_manifest(engines_dir).data.get("source")
     if not isinstance(source, dict) or "model_dir" not in source or "clip_dir" not in source:
         raise BackendError(
-            f"{Path(engines_dir) / MANIFEST}: no source.model_dir / source.clip_dir recorded; "
+            f"{Path(engines_dir) / 'manifest.json'}: no source.model_dir / source.clip_dir recorded; "
             "pass --model/--clip to run the pytorch backend"
         )
 
