@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from export import graphs
-from export.manifest import (
+from engine_format import FormatError
+from engine_format.manifest import (
     FORMAT_VERSION,
     TOKENIZER_DIR,
     checkpoint_fingerprint,
@@ -36,10 +36,12 @@ from export.manifest import (
     utc_now,
     write_manifest,
 )
+from engine_format.prompt import DEFAULT_INSTRUCTION
+from export import graphs
 from export.onnx_export import OPSET, PRECISIONS, ExportedGraph, export_all
 from mobile_videogpt.checkpoint import CheckpointError, load_model
-from mobile_videogpt.config import ConfigError
-from mobile_videogpt.generate import stop_token_ids
+from mobile_videogpt.config import ModelConfigError
+from mobile_videogpt.facts import model_facts
 from mobile_videogpt.model import MobileVideoGPT
 from mobile_videogpt.prompt import streaming_prompt_ids
 from mobile_videogpt.selective_scan import SCAN_IMPLS
@@ -145,36 +147,6 @@ def prepare_tokenizer(model_dir: Path, action_ids: ActionTokenIds, out: Path) ->
     return tokenizer
 
 
-def model_facts(model: MobileVideoGPT, tokenizer: PreTrainedTokenizerFast, model_dir: Path) -> dict[str, Any]:
-    """The manifest's ``model`` section."""
-    cfg = model.config
-    text = cfg.text
-    p = cfg.pipeline
-    theta = getattr(text, "rope_theta", None) or (getattr(text, "rope_parameters", None) or {}).get("rope_theta")
-    return {
-        "hidden_size": cfg.hidden_size,
-        "vocab_size": model.vocab_size,
-        "tokenizer_size": len(tokenizer),
-        "num_layers": int(text.num_hidden_layers),
-        "num_attention_heads": int(text.num_attention_heads),
-        "num_key_value_heads": int(text.num_key_value_heads),
-        "head_dim": int(getattr(text, "head_dim", None) or cfg.hidden_size // int(text.num_attention_heads)),
-        "rope_theta": float(theta),
-        "rms_norm_eps": float(text.rms_norm_eps),
-        "max_position_embeddings": int(text.max_position_embeddings),
-        "num_frames": p.num_frames,
-        "chunk_size": p.chunk_size,
-        "top_k": p.top_k,
-        "largest": p.largest,
-        "image_tokens_per_frame": p.image_pool**2,
-        "video_tokens_per_chunk": p.video_pool**2,
-        "num_visual_tokens": p.num_visual_tokens,
-        "videomamba_depth": cfg.videomamba.depth,
-        "eos_token_ids": stop_token_ids(model_dir, text.eos_token_id),
-        "image_token_id": int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)),
-    }
-
-
 def build_tensorrt(
     root: Path, results: dict[str, dict[str, ExportedGraph]], model: MobileVideoGPT, args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
@@ -246,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if (root / stale).is_dir():
                 shutil.rmtree(root / stale)
         tokenizer = prepare_tokenizer(model_dir, action_ids, root / TOKENIZER_DIR)
-    except (CheckpointError, ConfigError, ValueError, OSError) as exc:
+    except (CheckpointError, ModelConfigError, FormatError, ValueError, OSError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # Export attention as explicit MatMul/Softmax nodes (the fp32 islands must be visible nodes).
@@ -278,9 +250,15 @@ def main(argv: list[str] | None = None) -> int:
             "cache; everything else fp32 (export/fp16.py)",
             "torch_threads": torch.get_num_threads(),
         },
-        "model": model_facts(model, tokenizer, model_dir),
+        "model": model_facts(
+            model, model_dir, len(tokenizer), int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        ).as_dict(),
+        "clip_preprocess": model.clip_preprocess.as_dict(),
         "action_tokens": action_ids.as_dict(),
-        "streaming_prompt_ids": streaming_prompt_ids(tokenizer).as_dict(),
+        "prompt": {
+            "instruction": DEFAULT_INSTRUCTION,
+            "ids": streaming_prompt_ids(tokenizer, DEFAULT_INSTRUCTION).as_dict(),
+        },
         "tokenizer_dir": TOKENIZER_DIR,
         "precisions": list(results),
         "graphs": {p: {g: e.as_dict(root) for g, e in exported.items()} for p, exported in results.items()},

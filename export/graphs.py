@@ -23,7 +23,7 @@ appending a window of 2402+ rows onto a past (Past > 0, S > 1) and single-token 
 derived inside from Past and S (queries see every cached position and the new positions up to their own), so there is
 no ``attention_mask`` input: rows of a batch must have equal lengths (the streaming runtime uses B = 1).
 ``position_ids`` only drives RoPE, so the runtime may pass shifted positions after evicting a window (keys in the
-cache are then re-rotated by the runtime's ``KVState.shift_positions``).
+cache are then re-rotated by the runtime's ``KVCache.shift_positions``).
 
 The decoder's logits come from ``lm_head`` applied to the last position only (a [B,H] matrix), which the exporter
 turns into one matrix product with the tied embedding table; ``export.onnx_export`` then stores that table once, in
@@ -34,21 +34,29 @@ lookups (see ``docs/export.md``).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DynamicCache, Qwen2Model
 
+from engine_format import io as engine_io
+from engine_format.io import (  # noqa: F401 - re-exported: the one definition lives in engine_format
+    DECODER,
+    FRAME_SELECTOR,
+    GRAPH_NAMES,
+    IMAGE_ENCODER,
+    VIDEO_ENCODER,
+    GraphIO,
+    TensorSpec,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
 from mobile_videogpt import frame_selection
+from mobile_videogpt.facts import geometry
 from mobile_videogpt.model import MobileVideoGPT
 from mobile_videogpt.projector import pool_video_tokens
-
-IMAGE_ENCODER = "image_encoder"
-FRAME_SELECTOR = "frame_selector"
-VIDEO_ENCODER = "video_encoder"
-DECODER = "decoder"
-GRAPH_NAMES: tuple[str, ...] = (IMAGE_ENCODER, FRAME_SELECTOR, VIDEO_ENCODER, DECODER)
 
 CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
 """Keyword of the KV cache in ``Qwen2Model.forward`` (transformers renamed ``past_key_values`` to ``cache`` in 5.2x)."""
@@ -58,153 +66,9 @@ EMBED_TABLE_NAME = "embed_tokens.weight"
 
 
 # ---------------------------------------------------------------------------------------------------------------- I/O
-@dataclass(frozen=True)
-class IOSpec:
-    """One graph input or output as exported.
-
-    Attributes:
-        name: Graph tensor name.
-        dtype: numpy dtype name in the fp32 graph ("float32", "int64"). In fp16 variants the names listed in
-            ``GraphIO.fp16_io`` become "float16".
-        shape: Dimensions; a str is a symbolic dimension (an ONNX ``dim_param``).
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-
-@dataclass(frozen=True)
-class GraphIO:
-    """The I/O table of one graph.
-
-    Attributes:
-        graph: Graph name.
-        inputs: Inputs in positional order (the wrapper's ``forward`` argument order).
-        outputs: Outputs in order.
-        fp16_io: Names whose dtype becomes float16 in the fp16 variant (the KV cache); every other float tensor stays
-            float32 at the boundary.
-    """
-
-    graph: str
-    inputs: tuple[IOSpec, ...]
-    outputs: tuple[IOSpec, ...]
-    fp16_io: tuple[str, ...] = ()
-
-    @property
-    def input_names(self) -> list[str]:
-        """Input names in order."""
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        """Output names in order."""
-        return [s.name for s in self.outputs]
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """``torch.onnx.export`` dynamic axes: every symbolic dimension by tensor name."""
-        axes: dict[str, dict[int, str]] = {}
-        for spec in (*self.inputs, *self.outputs):
-            sym = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
-            if sym:
-                axes[spec.name] = sym
-        return axes
-
-    def with_precision(self, precision: str) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
-        """The table as it holds for one precision ("fp32" or "fp16").
-
-        Args:
-            precision: "fp32" or "fp16".
-
-        Returns:
-            ``(inputs, outputs)`` with the ``fp16_io`` names retyped to float16 for "fp16".
-        """
-        if precision == "fp32":
-            return self.inputs, self.outputs
-
-        def retype(spec: IOSpec) -> IOSpec:
-            return IOSpec(spec.name, "float16", spec.shape) if spec.name in self.fp16_io else spec
-
-        return tuple(map(retype, self.inputs)), tuple(map(retype, self.outputs))
-
-
-def past_key_name(layer: int) -> str:
-    """Input name of layer ``layer``'s cached keys."""
-    return f"past_key_values.{layer}.key"
-
-
-def past_value_name(layer: int) -> str:
-    """Input name of layer ``layer``'s cached values."""
-    return f"past_key_values.{layer}.value"
-
-
-def present_key_name(layer: int) -> str:
-    """Output name of layer ``layer``'s keys after the call."""
-    return f"present.{layer}.key"
-
-
-def present_value_name(layer: int) -> str:
-    """Output name of layer ``layer``'s values after the call."""
-    return f"present.{layer}.value"
-
-
 def io_tables(model: MobileVideoGPT) -> dict[str, GraphIO]:
-    """The I/O table of every graph for one model geometry: the one place names, dtypes and dims are declared.
-
-    Args:
-        model: The reference model (its config gives H, V, L, Hkv, D).
-
-    Returns:
-        Graph name -> table.
-    """
-    cfg = model.config
-    p = cfg.pipeline
-    h, v = cfg.hidden_size, model.vocab_size
-    text = cfg.text
-    layers, kv_heads = int(text.num_hidden_layers), int(text.num_key_value_heads)
-    head_dim = int(getattr(text, "head_dim", None) or h // int(text.num_attention_heads))
-    size = p.image_size
-    n_patch = (size // cfg.videomamba.patch_size) ** 2
-    e = int(cfg.clip.hidden_size)
-    image = GraphIO(
-        IMAGE_ENCODER,
-        inputs=(IOSpec("pixel_values", "float32", ("frames", 3, size, size)),),
-        outputs=(
-            IOSpec("clip_features", "float32", ("frames", n_patch, e)),
-            IOSpec("image_tokens", "float32", ("frames", p.image_pool**2, h)),
-        ),
-    )
-    selector = GraphIO(
-        FRAME_SELECTOR,
-        inputs=(IOSpec("clip_features", "float32", (p.num_frames, n_patch, e)),),
-        outputs=(IOSpec("frame_scores", "float32", (p.num_chunks, p.chunk_size)),),
-    )
-    video = GraphIO(
-        VIDEO_ENCODER,
-        inputs=(IOSpec("video_pixels", "float32", (p.num_chunks * p.top_k, 3, size, size)),),
-        outputs=(IOSpec("video_tokens", "float32", (p.num_chunks, p.video_pool**2, h)),),
-    )
-    past = tuple(
-        IOSpec(name(i), "float32", ("batch", kv_heads, "past_sequence", head_dim))
-        for i in range(layers)
-        for name in (past_key_name, past_value_name)
-    )
-    present = tuple(
-        IOSpec(name(i), "float32", ("batch", kv_heads, "total_sequence", head_dim))
-        for i in range(layers)
-        for name in (present_key_name, present_value_name)
-    )
-    decoder = GraphIO(
-        DECODER,
-        inputs=(
-            IOSpec("inputs_embeds", "float32", ("batch", "sequence", h)),
-            IOSpec("position_ids", "int64", ("batch", "sequence")),
-            *past,
-        ),
-        outputs=(IOSpec("logits", "float32", ("batch", v)), *present),
-        fp16_io=tuple(s.name for s in (*past, *present)),
-    )
-    return {g.graph: g for g in (image, selector, video, decoder)}
+    """The I/O table of every graph for one reference model (``engine_format.io.io_tables`` of its geometry)."""
+    return engine_io.io_tables(geometry(model))
 
 
 # ---------------------------------------------------------------------------------------------------------- wrappers

@@ -92,8 +92,8 @@ class ExportedGraph:
             "seconds": round(self.seconds, 2),
             "nodes": self.nodes,
             "opset": OPSET,
-            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in inputs],
-            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in outputs],
+            "inputs": [s.as_dict() for s in inputs],
+            "outputs": [s.as_dict() for s in outputs],
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in self.io.dynamic_axes().items()},
         }
         if self.fp16_report is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export.graphs import DECODER, FRAME_SELECTOR, IMAGE_ENCODER, VIDEO_ENCODER, IOSpec
+from engine_format.io import DECODER, FRAME_SELECTOR, IMAGE_ENCODER, VIDEO_ENCODER, TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def graph_profiles(graph: str, settings: BuildSettings) -> list[dict[str, DimRan
 
 
 def profile_shapes(
-    inputs: Sequence[IOSpec], dims: Mapping[str, DimRange]
+    inputs: Sequence[TensorSpec], dims: Mapping[str, DimRange]
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shapes of every dynamic input for one profile.
 
@@ -206,7 +206,7 @@ class EngineBuilder:
         self,
         onnx_path: Path,
         engine_path: Path,
-        inputs: Sequence[IOSpec],
+        inputs: Sequence[TensorSpec],
         profiles: Sequence[Mapping[str, DimRange]],
         precision: str,
         extra: Mapping[str, Any] | None = None,

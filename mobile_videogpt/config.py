@@ -22,7 +22,7 @@ from transformers import CLIPVisionConfig, Qwen2Config
 MODEL_TYPE = "MobileVideoGPT_qwen"
 
 
-class ConfigError(ValueError):
+class ModelConfigError(ValueError):
     """A checkpoint or CLIP configuration is missing a field or has a value this model cannot run."""
 
 
@@ -133,17 +133,17 @@ class MobileVideoGPTConfig:
     def __post_init__(self) -> None:
         p = self.pipeline
         if p.num_chunks * p.top_k != self.videomamba.num_frames:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"num_chunks ({p.num_chunks}) x top_k ({p.top_k}) must equal VideoMamba's {self.videomamba.num_frames}"
                 " temporal positions"
             )
         if self.clip.image_size != p.image_size or self.clip.patch_size != self.videomamba.patch_size:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"CLIP geometry image_size={self.clip.image_size}, patch_size={self.clip.patch_size} is not the"
                 f" 224/16 this model needs"
             )
         if self.clip.hidden_size != 768:
-            raise ConfigError(f"CLIP hidden_size is {self.clip.hidden_size}; the image projector expects 768")
+            raise ModelConfigError(f"CLIP hidden_size is {self.clip.hidden_size}; the image projector expects 768")
 
 
 _REQUIRED_TEXT_FIELDS = (
@@ -160,15 +160,15 @@ _REQUIRED_TEXT_FIELDS = (
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    """Reads a JSON object from ``path``, raising ConfigError that names ``what`` on failure."""
+    """Reads a JSON object from ``path``, raising ModelConfigError that names ``what`` on failure."""
     if not path.is_file():
-        raise ConfigError(f"{what}: {path} does not exist")
+        raise ModelConfigError(f"{what}: {path} does not exist")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what}: {path} is not valid JSON ({exc})") from exc
+        raise ModelConfigError(f"{what}: {path} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{what}: {path} must hold a JSON object")
+        raise ModelConfigError(f"{what}: {path} must hold a JSON object")
     return data
 
 
@@ -182,23 +182,23 @@ def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
         A ``Qwen2Config`` with the checkpoint's geometry.
 
     Raises:
-        ConfigError: If a required field is missing or the projector/tower types are not the released ones.
+        ModelConfigError: If a required field is missing or the projector/tower types are not the released ones.
     """
     if raw.get("model_type") != MODEL_TYPE:
-        raise ConfigError(f"config.json: model_type is {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
+        raise ModelConfigError(f"config.json: model_type is {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
     missing = [k for k in _REQUIRED_TEXT_FIELDS if k not in raw]
     if missing:
-        raise ConfigError(f"config.json: missing field(s) {missing}")
+        raise ModelConfigError(f"config.json: missing field(s) {missing}")
     for key in ("mm_projector_type", "image_mm_projector_type"):
         if raw.get(key, "etp") != "etp":
-            raise ConfigError(f"config.json: {key} is {raw.get(key)!r}; only 'etp' (the released projector) is supported")
+            raise ModelConfigError(f"config.json: {key} is {raw.get(key)!r}; only 'etp' (the released projector) is supported")
     if raw.get("mm_vision_select_layer", -2) != -2:
-        raise ConfigError(f"config.json: mm_vision_select_layer is {raw['mm_vision_select_layer']}, expected -2")
+        raise ModelConfigError(f"config.json: mm_vision_select_layer is {raw['mm_vision_select_layer']}, expected -2")
     if raw.get("mm_vision_select_feature", "patch") != "patch":
-        raise ConfigError("config.json: mm_vision_select_feature must be 'patch'")
+        raise ModelConfigError("config.json: mm_vision_select_feature must be 'patch'")
     if raw.get("rope_scaling") not in (None, {}):
         # The release forces rope_scaling=None in qwen.py; say so rather than silently differ.
-        raise ConfigError("config.json: rope_scaling must be null (the release forces it to None)")
+        raise ModelConfigError("config.json: rope_scaling must be null (the release forces it to None)")
     return Qwen2Config(
         hidden_size=raw["hidden_size"],
         intermediate_size=raw["intermediate_size"],
@@ -234,7 +234,7 @@ def load_clip_config(clip_dir: Path) -> CLIPVisionConfig:
     if "vision_config" in raw:  # a full CLIPModel config: take its vision part
         raw = raw["vision_config"]
     if raw.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
-        raise ConfigError(f"CLIP config: model_type {raw.get('model_type')!r} is not a CLIP vision model")
+        raise ModelConfigError(f"CLIP config: model_type {raw.get('model_type')!r} is not a CLIP vision model")
     cfg = CLIPVisionConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
     cfg._attn_implementation = "sdpa"
     return cfg

@@ -104,7 +104,7 @@ def run_stages(golden: Path, scan_impl: str = "ref") -> dict[str, np.ndarray]:
     vis = model.encode_clip(video_px, context_px)
     embeds = model.build_inputs_embeds(prompt["prefix_ids"], vis.visual_tokens, prompt["suffix_ids"])
     last_logits, _ = model.decode_step(embeds[None])
-    ids, step_logits, _ = model.generate(embeds, int(prompt["max_new_tokens"]), [int(prompt["eos_token_id"])])
+    ids, step_logits = model.generate(embeds, int(prompt["max_new_tokens"]), [int(prompt["eos_token_id"])])
     out = {
         "video_pixels": video_px,
         "context_pixels": context_px,

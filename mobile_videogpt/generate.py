@@ -19,29 +19,12 @@ import torch
 from transformers import AutoTokenizer
 
 from mobile_videogpt.checkpoint import load_model
+from mobile_videogpt.facts import stop_token_ids
 from mobile_videogpt.prompt import chatml_prompt, tokenize_prompt
 from mobile_videogpt.synthetic import is_synthetic
 from mobile_videogpt.video_io import pad_pixels, read_video_frames
 
 logger = logging.getLogger(__name__)
-
-
-def stop_token_ids(model_dir: Path, config_eos: int | None) -> list[int]:
-    """Stop ids: ``generation_config.json``'s eos list if shipped, else config.json's eos.
-
-    Args:
-        model_dir: Checkpoint directory.
-        config_eos: eos_token_id from config.json.
-
-    Returns:
-        The ids that end generation.
-    """
-    gen = Path(model_dir) / "generation_config.json"
-    if gen.is_file():
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-        if eos is not None:
-            return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-    return [] if config_eos is None else [int(config_eos)]
 
 
 def answer_video(model_dir: Path, clip_dir: Path, video: Path, question: str, max_new_tokens: int) -> dict[str, object]:
@@ -68,7 +51,7 @@ def answer_video(model_dir: Path, clip_dir: Path, video: Path, question: str, ma
     prompt = tokenize_prompt(tokenizer, chatml_prompt(question, num_images=min(len(frames), n)))
     embeds = model.build_inputs_embeds(prompt.prefix_ids, visual.visual_tokens, prompt.suffix_ids)
     t_vis = time.perf_counter()
-    ids, _, _ = model.generate(embeds, max_new_tokens, stop_token_ids(model_dir, model.lm.config.eos_token_id))
+    ids, _ = model.generate(embeds, max_new_tokens, stop_token_ids(model_dir, model.lm.config.eos_token_id))
     t_gen = time.perf_counter()
     return {
         "answer": tokenizer.decode(ids, skip_special_tokens=True).strip(),

@@ -13,8 +13,9 @@ Stage entry points (each callable alone, so export and the runtime can use any o
     ``project_images``    CLIP features -> image ETP [F, 144, H]
     ``merge_visual``      -> visual tokens [2402, H] (16 x 144 image rows, then 2 x 49 video rows)
     ``build_inputs_embeds`` prefix ids, visual rows, suffix ids -> inputs_embeds [N, H]
-    ``decode_step``       inputs_embeds [1, S, H] + past KV -> last-position logits [1, V] + present KV
-    ``generate``          greedy decoding with the KV cache
+    ``forward_cached``    inputs_embeds [1, S, H] appended in place to a ``PreallocatedCache`` -> last-position logits [1, V]
+    ``decode_step``       the same with flat per-layer KV in and out (checks; copies the past)
+    ``generate``          greedy decoding with a preallocated KV cache
 
 Module paths equal checkpoint keys: ``lm.model.embed_tokens`` / ``lm.model.layers`` / ``lm.model.norm`` (Qwen2 from
 transformers), ``lm.model.vision_tower.vision_encoder.*`` (VideoMamba), ``lm.model.mm_projector.*`` and
@@ -26,13 +27,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache, Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
+from transformers import Qwen2ForCausalLM, Qwen2Model, Qwen2PreTrainedModel
 
 try:  # transformers >= 5.x: skip random init of weights that the checkpoint overwrites anyway
     from transformers.initialization import no_init_weights
@@ -42,6 +43,7 @@ except ImportError:  # older 5.x releases keep it in modeling_utils
 from mobile_videogpt import frame_selection
 from mobile_videogpt.clip_encoder import CLIPImageEncoder
 from mobile_videogpt.config import MobileVideoGPTConfig
+from mobile_videogpt.kv_cache import PreallocatedCache
 from mobile_videogpt.preprocess import ClipPreprocessConfig, preprocess_frames
 from mobile_videogpt.projector import ETProjector, pool_video_tokens
 from mobile_videogpt.videomamba import VideoMambaTower
@@ -122,16 +124,16 @@ class VisualFeatures:
 class MobileVideoGPT(nn.Module):
     """The full reference: checkpoint model (``lm``) plus CLIP (``clip``) and the pipeline around them."""
 
-    def __init__(self, config: MobileVideoGPTConfig, clip_preprocess: ClipPreprocessConfig | None = None) -> None:
+    def __init__(self, config: MobileVideoGPTConfig, clip_preprocess: ClipPreprocessConfig) -> None:
         """Builds the model with uninitialised weights (load them with ``mobile_videogpt.checkpoint``).
 
         Args:
             config: Full model configuration.
-            clip_preprocess: CLIP-branch preprocessing config.
+            clip_preprocess: The CLIP directory's preprocessing values (``preprocessor_config.json``).
         """
         super().__init__()
         self.config = config
-        self.clip_preprocess = clip_preprocess or ClipPreprocessConfig()
+        self.clip_preprocess = clip_preprocess
         with no_init_weights():  # weights come from the checkpoint; random init of 0.5B params would cost ~10 s
             self.lm = MobileVideoGPTForCausalLM(config)
             self.clip = CLIPImageEncoder(config.clip, config.pipeline.select_layer)
@@ -353,6 +355,44 @@ class MobileVideoGPT(nn.Module):
         parts = [self.embed_tokens(prefix_ids), visual_tokens.to(self.device, self.dtype), self.embed_tokens(suffix_ids)]
         return torch.cat(parts, dim=0)
 
+    def allocate_cache(self, capacity: int) -> PreallocatedCache:
+        """A preallocated KV cache for ``capacity`` positions in the model's dtype and device (batch 1)."""
+        return PreallocatedCache.for_model(self.lm.config, capacity, self.dtype, self.device)
+
+    @torch.no_grad()
+    def forward_cached(
+        self,
+        inputs_embeds: torch.Tensor,
+        cache: PreallocatedCache,
+        position_ids: torch.Tensor | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """The one decoder call: first prefill, append onto a past, or single-token decode, in place.
+
+        The S new positions are written into ``cache`` (no copy of the past, no reallocation).
+
+        Args:
+            inputs_embeds: [B, S, H].
+            cache: The cache (P live positions before the call, P + S after).
+            position_ids: [B, S]; defaults to P .. P+S-1.
+            all_logits: Return logits for every new position instead of the last one.
+
+        Returns:
+            Logits [B, V] (or [B, S, V]) in fp32.
+        """
+        if position_ids is None:
+            s, p = inputs_embeds.shape[1], cache.length
+            position_ids = torch.arange(p, p + s, device=inputs_embeds.device)[None].expand(inputs_embeds.shape[0], -1)
+        out = self.lm(
+            inputs_embeds=inputs_embeds.to(self.device, self.dtype),
+            position_ids=position_ids.to(self.device),
+            use_cache=True,
+            logits_to_keep=0 if all_logits else 1,
+            **{_CACHE_KWARG: cache},
+        )
+        logits = out.logits.float()
+        return logits if all_logits else logits[:, -1]
+
     @torch.no_grad()
     def decode_step(
         self,
@@ -361,7 +401,7 @@ class MobileVideoGPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         all_logits: bool = False,
     ) -> tuple[torch.Tensor, KVCache]:
-        """One decoder call: first prefill, append onto a past, or single-token decode (one contract for all three).
+        """:meth:`forward_cached` with flat per-layer KV in and out (checks and conformance; copies the past).
 
         Args:
             inputs_embeds: [B, S, H].
@@ -371,28 +411,17 @@ class MobileVideoGPT(nn.Module):
 
         Returns:
             ``(logits, present)``: logits [B, V] (or [B, S, V]) in fp32 and the per-layer present KV with P+S
-            positions.
+            positions (views of a fresh cache).
         """
-        cache = DynamicCache(config=self.lm.config)
-        past_len = 0
+        past_len = past[0][0].shape[2] if past else 0
+        cache = self.allocate_cache(past_len + inputs_embeds.shape[1])
         if past:
-            for i, (k, v) in enumerate(past):
-                cache.update(k, v, i)
-            past_len = past[0][0].shape[2]
-        if position_ids is None:
-            s = inputs_embeds.shape[1]
-            position_ids = torch.arange(past_len, past_len + s, device=inputs_embeds.device)[None].expand(inputs_embeds.shape[0], -1)
-        out = self.lm(
-            inputs_embeds=inputs_embeds.to(self.device, self.dtype),
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=0 if all_logits else 1,
-            **{_CACHE_KWARG: cache},
-        )
-        out_cache = out.cache if _CACHE_KWARG == "cache" else out.past_key_values
-        present = [(layer.keys, layer.values) for layer in out_cache.layers]
-        logits = out.logits.float()
-        return (logits if all_logits else logits[:, -1]), present
+            for (key_buf, value_buf), (k, v) in zip(cache.buffers(), past):
+                key_buf[:, :, :past_len].copy_(k)
+                value_buf[:, :, :past_len].copy_(v)
+            cache.set_length(past_len)
+        logits = self.forward_cached(inputs_embeds, cache, position_ids, all_logits)
+        return logits, cache.views()
 
     @torch.no_grad()
     def generate(
@@ -400,52 +429,31 @@ class MobileVideoGPT(nn.Module):
         inputs_embeds: torch.Tensor,
         max_new_tokens: int,
         eos_token_ids: Sequence[int] = (),
-        past: KVCache | None = None,
-    ) -> tuple[list[int], torch.Tensor, KVCache]:
-        """Greedy decoding with the KV cache (HF ``generate`` with do_sample=False, num_beams=1).
+    ) -> tuple[list[int], torch.Tensor]:
+        """Greedy decoding with a preallocated KV cache (HF ``generate`` with do_sample=False, num_beams=1).
+
+        The reference's one decode loop (the runtime has its own over its backends).
 
         Args:
             inputs_embeds: Prompt embeddings [N, H] or [1, N, H].
             max_new_tokens: Maximum new tokens.
             eos_token_ids: Ids that stop decoding (included in the output, as HF returns them).
-            past: Optional KV cache the prompt is appended to.
 
         Returns:
-            ``(new_ids, step_logits [n, V], present)``.
-        """
-        ids: list[int] = []
-        step_logits = []
-        for token, logits, past in self.iter_generate(inputs_embeds, max_new_tokens, eos_token_ids, past):
-            ids.append(token)
-            step_logits.append(logits)
-        stacked = torch.stack(step_logits) if step_logits else torch.empty(0, self.vocab_size)
-        return ids, stacked, past if past is not None else []
-
-    @torch.no_grad()
-    def iter_generate(
-        self,
-        inputs_embeds: torch.Tensor,
-        max_new_tokens: int,
-        eos_token_ids: Sequence[int] = (),
-        past: KVCache | None = None,
-    ) -> Iterator[tuple[int, torch.Tensor, KVCache]]:
-        """Greedy decoding that yields each token as it is produced.
-
-        Args:
-            inputs_embeds: Prompt embeddings [N, H] or [1, N, H].
-            max_new_tokens: Maximum new tokens.
-            eos_token_ids: Ids that stop decoding.
-            past: Optional KV cache the prompt is appended to.
-
-        Yields:
-            ``(token_id, logits [V], present)`` per step.
+            ``(new_ids, step_logits [n, V])``: the logits each id was chosen from.
         """
         embeds = inputs_embeds if inputs_embeds.dim() == 3 else inputs_embeds[None]
-        stop = set(int(i) for i in eos_token_ids)
+        cache = self.allocate_cache(embeds.shape[1] + max_new_tokens)
+        stop = {int(i) for i in eos_token_ids}
+        ids: list[int] = []
+        step_logits = []
         for _ in range(max_new_tokens):
-            logits, past = self.decode_step(embeds, past)
-            token = int(torch.argmax(logits[0]))
-            yield token, logits[0], past
+            logits = self.forward_cached(embeds, cache)[0]
+            token = int(torch.argmax(logits))
+            ids.append(token)
+            step_logits.append(logits)
             if token in stop:
-                return
+                break
             embeds = self.embed_tokens([token])[None]
+        stacked = torch.stack(step_logits) if step_logits else torch.empty(0, self.vocab_size)
+        return ids, stacked

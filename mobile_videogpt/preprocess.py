@@ -1,168 +1,36 @@
-"""The two preprocessing branches of Mobile-VideoGPT, on RGB uint8 frames.
+"""The two preprocessing branches as torch tensors: thin wrappers around :mod:`engine_format.preprocess`.
 
-The release preprocesses the same frames twice:
-
-* **video branch** (VideoMamba, ``VideoTrainProcessor``): ``cv2.resize`` straight to 224x224 (INTER_LINEAR, no crop,
-  aspect ratio not kept), ``/255`` and ImageNet mean/std, in float64, HWC -> CHW.
-* **context branch** (CLIP, ``CLIPImageProcessor`` of openai/clip-vit-base-patch16): PIL bicubic resize of the
-  shortest side to 224 on uint8, centre crop 224, ``x * (1/255)`` in float64 cast to float32, CLIP mean/std in
-  float32, HWC -> CHW.
-
-Both recipes are reproduced bit for bit (the golden vectors check it): OpenCV's fixed-point INTER_LINEAR and PIL's
-two-pass uint8 bicubic differ from torch's resize by up to 1 and 12 grey levels.
-
-Dimensions: T frames, H x W input size, S = 224.
+The numpy functions there are the one implementation (bit-exact with the release; the golden vectors check it); the
+reference model, the exporter's example inputs and the PyTorch backend take their output as tensors.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 
-from mobile_videogpt.config import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PIL_BICUBIC = 3
-
-
-@dataclass(frozen=True)
-class ClipPreprocessConfig:
-    """The fields of ``preprocessor_config.json`` the CLIP branch uses.
-
-    Attributes:
-        shortest_edge: Target of the shortest-side resize (224).
-        crop_size: Centre-crop side (224).
-        resample: PIL resample filter id (3 = bicubic).
-        mean: Per-channel mean.
-        std: Per-channel std.
-    """
-
-    shortest_edge: int = 224
-    crop_size: int = 224
-    resample: int = PIL_BICUBIC
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
-
-    @classmethod
-    def from_dir(cls, clip_dir: Path) -> "ClipPreprocessConfig":
-        """Reads ``preprocessor_config.json`` (legacy or current HF format) from a CLIP directory.
-
-        Args:
-            clip_dir: The CLIP directory.
-
-        Returns:
-            The validated preprocessing config.
-
-        Raises:
-            ConfigError: If the file is missing or asks for a pipeline this branch does not implement.
-        """
-        path = Path(clip_dir) / "preprocessor_config.json"
-        if not path.is_file():
-            raise ConfigError(f"CLIP preprocessor config: {path} does not exist")
-        raw = json.loads(path.read_text())
-        size = raw.get("size", 224)
-        shortest = size.get("shortest_edge") if isinstance(size, dict) else size
-        crop = raw.get("crop_size", 224)
-        crop = crop.get("height") if isinstance(crop, dict) else crop
-        for flag in ("do_resize", "do_center_crop", "do_normalize"):
-            if raw.get(flag, True) is not True:
-                raise ConfigError(f"CLIP preprocessor config: {flag} is {raw[flag]}; the release pipeline needs true")
-        if shortest is None or crop is None:
-            raise ConfigError(f"CLIP preprocessor config: cannot read size/crop_size from {path}")
-        return cls(
-            shortest_edge=int(shortest),
-            crop_size=int(crop),
-            resample=int(raw.get("resample", PIL_BICUBIC)),
-            mean=tuple(raw.get("image_mean", CLIP_MEAN)),  # type: ignore[arg-type]
-            std=tuple(raw.get("image_std", CLIP_STD)),  # type: ignore[arg-type]
-        )
-
-
-def _check_frames(frames: np.ndarray) -> None:
-    """Raises ValueError unless ``frames`` is uint8 [T, H, W, 3]."""
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
-        shape = getattr(frames, "shape", None)
-        raise ValueError(f"frames must be a uint8 array [T, H, W, 3] (RGB), got shape {shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 RGB, got dtype {frames.dtype}")
+from engine_format.preprocess import (  # noqa: F401 - re-exported for the reference package
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIL_BICUBIC,
+    ClipPreprocessConfig,
+    clip_branch,
+    video_branch,
+)
 
 
 def preprocess_video_branch(frames: np.ndarray, size: int = 224) -> torch.Tensor:
-    """VideoMamba-branch pixels: direct resize to size x size and ImageNet normalisation.
-
-    Args:
-        frames: RGB uint8 frames [T, H, W, 3].
-        size: Output side (224).
-
-    Returns:
-        Float32 pixels [T, 3, S, S].
-    """
-    _check_frames(frames)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float64)
-    std = np.asarray(IMAGENET_STD, dtype=np.float64)
-    out = np.empty((frames.shape[0], 3, size, size), dtype=np.float32)
-    for i, frame in enumerate(frames):
-        resized = cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)  # uint8, fixed-point
-        x = (resized.astype(np.float64) / 255.0 - mean) / std  # float64 like the release
-        out[i] = x.transpose(2, 0, 1)
-    return torch.from_numpy(out)
+    """VideoMamba-branch pixels [T, 3, S, S] float32 of RGB uint8 frames [T, H, W, 3]."""
+    return torch.from_numpy(video_branch(frames, size))
 
 
-def _clip_resize_crop(frame: np.ndarray, cfg: ClipPreprocessConfig) -> np.ndarray:
-    """Shortest-side PIL resize on uint8 then centre crop, as CLIPImageProcessor does; returns uint8 HWC."""
-    height, width = frame.shape[:2]
-    short, long = (height, width) if height <= width else (width, height)
-    new_short, new_long = cfg.shortest_edge, int(cfg.shortest_edge * long / short)
-    new_h, new_w = (new_short, new_long) if height <= width else (new_long, new_short)
-    resized = np.asarray(Image.fromarray(frame).resize((new_w, new_h), resample=cfg.resample))
-    top = int((new_h - cfg.crop_size) / 2.0)
-    left = int((new_w - cfg.crop_size) / 2.0)
-    if top < 0 or left < 0:
-        raise ValueError(f"frame {height}x{width} is too small for a {cfg.crop_size} centre crop")
-    return resized[top : top + cfg.crop_size, left : left + cfg.crop_size]
+def preprocess_clip_branch(frames: np.ndarray, cfg: ClipPreprocessConfig) -> torch.Tensor:
+    """CLIP-branch pixels [T, 3, S, S] float32 of RGB uint8 frames [T, H, W, 3] with the checkpoint's values."""
+    return torch.from_numpy(clip_branch(frames, cfg))
 
 
-def preprocess_clip_branch(frames: np.ndarray, cfg: ClipPreprocessConfig | None = None) -> torch.Tensor:
-    """CLIP-branch pixels: shortest-side bicubic resize, centre crop, CLIP normalisation.
-
-    Args:
-        frames: RGB uint8 frames [T, H, W, 3].
-        cfg: Preprocessing config (defaults to openai/clip-vit-base-patch16's).
-
-    Returns:
-        Float32 pixels [T, 3, S, S].
-    """
-    _check_frames(frames)
-    cfg = cfg or ClipPreprocessConfig()
-    mean = np.asarray(cfg.mean, dtype=np.float32)
-    std = np.asarray(cfg.std, dtype=np.float32)
-    out = np.empty((frames.shape[0], 3, cfg.crop_size, cfg.crop_size), dtype=np.float32)
-    for i, frame in enumerate(frames):
-        crop = _clip_resize_crop(frame, cfg)
-        x = (crop.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)  # HF rescale: float64, then float32
-        out[i] = ((x - mean) / std).transpose(2, 0, 1)
-    return torch.from_numpy(out)
-
-
-def preprocess_frames(
-    frames: np.ndarray, clip_cfg: ClipPreprocessConfig | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs both branches on the same frames.
-
-    Args:
-        frames: RGB uint8 frames [T, H, W, 3].
-        clip_cfg: CLIP preprocessing config.
-
-    Returns:
-        ``(video_pixels, context_pixels)``, each float32 [T, 3, 224, 224].
-    """
+def preprocess_frames(frames: np.ndarray, clip_cfg: ClipPreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both branches on the same frames: ``(video_pixels, context_pixels)``, each float32 [T, 3, 224, 224]."""
     return preprocess_video_branch(frames), preprocess_clip_branch(frames, clip_cfg)

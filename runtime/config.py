@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from engine_format.prompt import DEFAULT_INSTRUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ class GenerationConfig:
         stop_tokens: Generation stops at any of these token strings.
     """
 
-    instruction: str = "You are a fitness coach. In one short sentence, correct the person's exercise form."
+    instruction: str = DEFAULT_INSTRUCTION
     max_new_tokens: int = 24
     stop_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
 
@@ -197,15 +200,18 @@ class BackendConfig:
     Attributes:
         name: One of ``pytorch``, ``onnxruntime``, ``tensorrt``.
         precision: ``fp32`` or ``fp16``.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (``pytorch`` runs the reference there; ``onnxruntime`` picks the
+            matching execution provider; ``tensorrt`` needs ``cuda``).
         engines_dir: Directory with the exported engines.
         intra_op_threads: CPU threads per operator (0 = the runtime's default).
         model_dir: Checkpoint the ``pytorch`` backend runs when ``engines_dir``
-            does not exist (the synthetic tiny model is written there on demand).
+            holds no engines (``make export`` writes the synthetic tiny one).
         clip_dir: CLIP directory that goes with ``model_dir``.
     """
 
     name: str = "onnxruntime"
     precision: str = "fp32"
+    device: str = "cpu"
     engines_dir: str = "engines/tiny"
     intra_op_threads: int = 2
     model_dir: str = "checkpoints/tiny/model"
@@ -375,6 +381,12 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
     b = cfg.backend
     _check(b.name in BACKEND_NAMES, "backend.name", b.name, f"must be one of {', '.join(BACKEND_NAMES)}")
     _check(b.precision in PRECISIONS, "backend.precision", b.precision, f"must be one of {', '.join(PRECISIONS)}")
+    _check(
+        re.fullmatch(r"cpu|cuda(:\d+)?", b.device) is not None,
+        "backend.device",
+        b.device,
+        "must be cpu, cuda or cuda:N",
+    )
     _check(bool(b.engines_dir.strip()), "backend.engines_dir", b.engines_dir, "must be a non-empty path")
     _check(bool(b.model_dir.strip()), "backend.model_dir", b.model_dir, "must be a non-empty path")
     _check(bool(b.clip_dir.strip()), "backend.clip_dir", b.clip_dir, "must be a non-empty path")

@@ -6,13 +6,15 @@ Layout of the cache (cache index == RoPE position, always ``0 .. length-1``)::
                                             action token (+ feedback text), <|im_end|>\\n] [window b: ...] ...
 
 * **Appending a window** runs one ``decode`` over ``pending closure + window_prefix + visual rows + window_suffix``
-  and returns the logits at the last position, whose action-token entries decide the action. The turn is closed
+  (token ids and the backend's own feature arrays, so a GPU backend embeds and concatenates on the device) and
+  returns the logits at the last position, whose action-token entries decide the action. The turn is closed
   with ``<action><|im_end|>\\n``; those ids are *deferred* and fed at the front of the next window's append, which
   saves one decoder call per window (the logits of the closing tokens are never needed).
 * **Feedback** extends the last window's turn token by token (``extend``), continuing after the ``<feedback>``
   token in the same cache, so the text is conditioned on every window still in the context.
 * **Eviction** (``max_windows``, ``max_tokens``): the oldest window's KV range is dropped and every later key is
-  re-rotated ``length`` positions down (``KVState.shift_positions(-length, start)``), so positions stay contiguous,
+  re-rotated ``length`` positions down (``KVCache.shift_positions(-length, start)``, in place), so positions stay
+  contiguous,
   the system prefix is never recomputed, and no position ever reaches ``max_tokens`` (itself checked against the
   model's ``max_position_embeddings``). Re-basing is exact for RoPE; what eviction cannot undo is that the kept
   windows' deeper-layer KV was computed while the evicted window was visible (the StreamingLLM-style trade-off;
@@ -35,8 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobile_videogpt.prompt import StreamingPromptIds
-from runtime.backends.base import KVState, ModelBackend
+from engine_format.prompt import StreamingPromptIds
+from runtime.backends.base import Array, ModelBackend
+from runtime.backends.kv import KVCache
 from runtime.config import ConfigError, ContextConfig
 from runtime.events import ContextCleared, ContextEvicted, Event
 from runtime.windowing import Window
@@ -91,8 +94,8 @@ class DecoderContext:
         reserve_tokens: int = 0,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
-        limit = getattr(backend, "max_position_embeddings", None)
-        if limit is not None and cfg.max_tokens > limit:
+        limit = backend.max_position_embeddings
+        if cfg.max_tokens > limit:
             raise ConfigError(
                 f"context.max_tokens = {cfg.max_tokens}: must be <= the model's max_position_embeddings ({limit})"
             )
@@ -103,7 +106,7 @@ class DecoderContext:
         self.cfg = cfg
         self.reserve_tokens = reserve_tokens
         self._on_event = on_event
-        self._kv: KVState | None = None
+        self._kv: KVCache | None = None
         self._prefix_len = len(prompt.system_ids)
         self._windows: list[WindowSpan] = []
         self._pending: list[int] = []
@@ -122,7 +125,7 @@ class DecoderContext:
         return 0 if self._kv is None else self._kv.nbytes
 
     @property
-    def kv(self) -> KVState | None:
+    def kv(self) -> KVCache | None:
         """The current cache (``None`` before the prefix is prefilled)."""
         return self._kv
 
@@ -156,22 +159,26 @@ class DecoderContext:
 
     # ------------------------------------------------------------------ operations
     def prefill_prefix(self) -> None:
-        """Runs the system prefix through the decoder once (done lazily by the first append otherwise)."""
+        """Allocates the KV cache (``max_tokens`` positions) and runs the system prefix through the decoder once.
+
+        Done lazily by the first append otherwise.
+        """
         if self._kv is not None:
             return
-        ids = self.prompt.system_ids
-        embeds = self.backend.embed_tokens(ids)[None]
-        _, self._kv = self.backend.decode(embeds, None, _positions(0, len(ids)))
-        logger.debug("prefilled the %d-token system prefix (%d KV bytes)", len(ids), self._kv.nbytes)
+        self._kv = self.backend.allocate_kv(self.cfg.max_tokens)
+        self.backend.decode([list(self.prompt.system_ids)], self._kv)
+        logger.debug("prefilled the %d-token system prefix (%d KV bytes)", self._kv.length, self._kv.nbytes)
 
-    def append_window(self, window: Window, visual_rows: np.ndarray) -> np.ndarray:
+    def append_window(self, window: Window, visual: Sequence[Array], visual_rows: int) -> np.ndarray:
         """Appends one window's turn up to the action query and returns the next-token logits there.
 
         Clears on a stream-time gap above ``timeout_s`` and evicts the oldest windows as needed first.
 
         Args:
             window: The window (its times drive the timeout).
-            visual_rows: Visual tokens ``[2402, H]`` (16 x 144 image rows, then 2 x 49 video rows).
+            visual: The visual rows in order, as backend arrays (image tokens ``[16, 144, H]``, then video tokens
+                ``[2, 49, H]``: 2402 rows at the release geometry).
+            visual_rows: Their total row count.
 
         Returns:
             Logits ``[V]`` (float32) at the last position.
@@ -184,8 +191,8 @@ class DecoderContext:
             gap = window.t_start - self._windows[-1].t_end
             logger.info("context timeout: %.2f s gap before window %d", gap, window.index)
             self.clear("timeout", window.index)
-        self.check_fits(int(visual_rows.shape[0]))
-        new_tokens = self.window_tokens(int(visual_rows.shape[0]))
+        self.check_fits(visual_rows)
+        new_tokens = self.window_tokens(visual_rows)
         while self._windows:
             if len(self._windows) >= self.cfg.max_windows:
                 self._evict_oldest("max_windows")
@@ -194,19 +201,15 @@ class DecoderContext:
             else:
                 break
 
-        b = self.backend
-        parts = [b.embed_tokens(self._pending + self.prompt.window_prefix_ids), visual_rows.astype(np.float32)]
-        parts.append(b.embed_tokens(self.prompt.window_suffix_ids))
-        embeds = np.concatenate(parts, axis=0)[None]
-        start = self.length
-        logits, self._kv = b.decode(embeds, self._kv, _positions(start, embeds.shape[1]))
+        assert self._kv is not None
+        segments = [self._pending + list(self.prompt.window_prefix_ids), *visual, list(self.prompt.window_suffix_ids)]
+        start = self.length + len(self._pending)
+        logits = self.backend.decode(segments, self._kv)
         if self._pending:
             self._windows[-1].length += len(self._pending)
             self._pending = []
-        self._windows.append(
-            WindowSpan(window.index, start + embeds.shape[1] - new_tokens, new_tokens, window.t_start, window.t_end)
-        )
-        return logits[0]
+        self._windows.append(WindowSpan(window.index, start, new_tokens, window.t_start, window.t_end))
+        return logits
 
     def close_turn(self, action_id: int) -> None:
         """Ends the last window's turn with ``action_id`` (deferred to the next append; see the module docstring)."""
@@ -235,10 +238,9 @@ class DecoderContext:
                 f"feedback would exceed context.max_tokens ({self.cfg.max_tokens}); the reserve of "
                 f"{self.reserve_tokens} tokens is too small for it"
             )
-        embeds = self.backend.embed_tokens(list(ids))[None]
-        logits, self._kv = self.backend.decode(embeds, self._kv, _positions(self.length, len(ids)))
+        logits = self.backend.decode([list(ids)], self._kv)
         self._windows[-1].length += len(ids)
-        return logits[0]
+        return logits
 
     def end_feedback(self, last_token: int | None, window_index: int) -> None:
         """Closes the turn after a feedback; clears the windows if ``clear_after_feedback``.
@@ -263,7 +265,7 @@ class DecoderContext:
         """
         event = ContextCleared(reason, window_index)  # validates the reason before changing anything
         if self._kv is not None and self._kv.length > self._prefix_len:
-            self._kv = self._kv.drop(self._prefix_len, self._kv.length)
+            self._kv.truncate(self._prefix_len)
         self._windows = []
         self._pending = []
         self.clears[reason] += 1
@@ -273,7 +275,8 @@ class DecoderContext:
         assert self._kv is not None
         oldest = self._windows.pop(0)
         end = oldest.start + oldest.length
-        self._kv = self._kv.drop(oldest.start, end).shift_positions(-oldest.length, start=oldest.start)
+        self._kv.drop(oldest.start, end)
+        self._kv.shift_positions(-oldest.length, start=oldest.start)
         for span in self._windows:
             span.start -= oldest.length
         if not self._windows:
@@ -286,6 +289,3 @@ class DecoderContext:
         if self._on_event is not None:
             self._on_event(event)
 
-
-def _positions(start: int, count: int) -> np.ndarray:
-    return np.arange(start, start + count, dtype=np.int64)[None]

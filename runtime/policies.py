@@ -6,7 +6,8 @@ confidence). :class:`ModelPolicy` uses the decoder's action logits; the
 rule-based policies (every N-th window, seeded random, motion change) exercise
 the streaming infrastructure before the action tokens are trained.
 :class:`FeedbackGate` then applies the user-facing rules (``<correct>`` allowed,
-confidence threshold, minimum interval, repeat suppression).
+confidence threshold, minimum interval) before any text is generated, and
+:class:`RepeatFilter` drops a generated text that repeats the previous one.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mobile_videogpt.vocab import ACTION_TOKENS
-from runtime.config import MOTION_MODES, DecisionConfig, PolicyConfig
+from engine_format.vocab import ACTION_TOKENS
+from runtime.config import MOTION_MODES, POLICY_NAMES, DecisionConfig, PolicyConfig
 from runtime.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -92,13 +93,6 @@ class PolicyContext:
     stream_time: float = 0.0
     last_feedback_time: float | None = None
     previous_embedding: np.ndarray | None = None
-
-    @property
-    def time_since_last_feedback(self) -> float | None:
-        """Seconds of stream time since the last feedback, ``None`` if none yet."""
-        if self.last_feedback_time is None:
-            return None
-        return self.stream_time - self.last_feedback_time
 
     def update(self, features: WindowFeatures, decision: ActionDecision) -> None:
         """Advance the context after a window's final (gated) decision."""
@@ -174,10 +168,6 @@ class RandomPolicy(ActionPolicy):
         self.p = p
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-
-    def reset(self) -> None:
-        """Restart the random sequence from the seed."""
-        self._rng = np.random.default_rng(self.seed)
 
     def decide(self, features: WindowFeatures, context: PolicyContext) -> ActionDecision:
         # Exactly one draw per window keeps runs reproducible whatever p is.
@@ -298,21 +288,30 @@ def rule_based_action_prediction(
     return chosen.decide(chunk_features, context)
 
 
+_POLICY_BUILDERS: dict[str, type[ActionPolicy]] = {
+    ModelPolicy.name: ModelPolicy,
+    EveryNthPolicy.name: EveryNthPolicy,
+    RandomPolicy.name: RandomPolicy,
+    MotionChangePolicy.name: MotionChangePolicy,
+}
+assert tuple(_POLICY_BUILDERS) == POLICY_NAMES, "runtime.config.POLICY_NAMES must list every policy"
+
+
 def build_policy(cfg: PolicyConfig) -> ActionPolicy:
     """Instantiate the policy named by ``cfg.name`` with its parameters.
 
     Raises:
         ValueError: If ``cfg.name`` is not a known policy.
     """
-    if cfg.name == "model":
-        return ModelPolicy()
-    if cfg.name == "every_n":
+    if cfg.name not in _POLICY_BUILDERS:
+        raise ValueError(f"policy.name = {cfg.name!r}: must be one of {', '.join(POLICY_NAMES)}")
+    if cfg.name == EveryNthPolicy.name:
         return EveryNthPolicy(cfg.every_n.n)
-    if cfg.name == "random":
+    if cfg.name == RandomPolicy.name:
         return RandomPolicy(cfg.random.p, cfg.random.seed)
-    if cfg.name == "motion":
+    if cfg.name == MotionChangePolicy.name:
         return MotionChangePolicy(cfg.motion.threshold, cfg.motion.mode)
-    raise ValueError(f"policy.name = {cfg.name!r}: must be one of model, every_n, random, motion")
+    return ModelPolicy()
 
 
 # --------------------------------------------------------------------------- gate
@@ -335,11 +334,6 @@ class GateResult:
     raw_action: str
     reason: str | None = None
 
-    @property
-    def downgraded(self) -> bool:
-        """Whether the gate changed the action."""
-        return self.action != self.raw_action
-
 
 _PUNCT = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -351,7 +345,7 @@ def normalise_feedback(text: str) -> str:
 
 
 class FeedbackGate:
-    """User-facing rules applied to a policy's decision, in a fixed order.
+    """User-facing rules applied to a policy's decision, in a fixed order, before any text is generated.
 
     For a non-``<next>`` decision at stream time ``t``:
 
@@ -361,14 +355,12 @@ class FeedbackGate:
        one becomes ``<next>``;
     4. otherwise it passes and ``t`` becomes the last feedback time.
 
-    After generation, :meth:`suppress_repeat` drops a text equal (normalised) to
-    the previous one. Every downgrade is counted in :attr:`downgrades` by reason.
+    Every downgrade is counted in :attr:`downgrades` by reason.
 
     Args:
         confidence_threshold: In ``[0, 1]``.
         min_feedback_interval_s: Seconds of stream time, >= 0.
         allow_correct: Whether ``<correct>`` may be emitted.
-        suppress_repeats: Whether :meth:`suppress_repeat` is active.
     """
 
     def __init__(
@@ -376,7 +368,6 @@ class FeedbackGate:
         confidence_threshold: float = 0.5,
         min_feedback_interval_s: float = 4.0,
         allow_correct: bool = False,
-        suppress_repeats: bool = True,
     ) -> None:
         if not 0.0 <= confidence_threshold <= 1.0:
             raise ValueError(f"confidence_threshold = {confidence_threshold}: must be in [0, 1]")
@@ -385,15 +376,13 @@ class FeedbackGate:
         self.confidence_threshold = confidence_threshold
         self.min_feedback_interval_s = min_feedback_interval_s
         self.allow_correct = allow_correct
-        self.suppress_repeats = suppress_repeats
         self.last_feedback_t: float | None = None
-        self.last_text: str | None = None
         self.downgrades: Counter[str] = Counter()
 
     @classmethod
     def from_config(cls, cfg: DecisionConfig) -> FeedbackGate:
         """Build a gate from the ``decision`` config section."""
-        return cls(cfg.confidence_threshold, cfg.min_feedback_interval_s, cfg.allow_correct, cfg.suppress_repeats)
+        return cls(cfg.confidence_threshold, cfg.min_feedback_interval_s, cfg.allow_correct)
 
     def apply(self, decision: ActionDecision, t: float) -> GateResult:
         """Gate a decision made for the window ending at stream time ``t``."""
@@ -414,23 +403,28 @@ class FeedbackGate:
         self.last_feedback_t = t
         return GateResult(raw, decision.confidence, raw)
 
-    def suppress_repeat(self, text: str) -> bool:
-        """Whether a generated feedback text repeats the previous one.
 
-        A text that is not suppressed becomes the new reference; a suppressed
-        one does not change it.
+class RepeatFilter:
+    """Drops a generated feedback text equal (after :func:`normalise_feedback`) to the previous shown one.
+
+    Args:
+        enabled: ``decision.suppress_repeats``; when false nothing is suppressed.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.last_text: str | None = None
+        self.suppressed = 0
+
+    def is_repeat(self, text: str) -> bool:
+        """Whether ``text`` repeats the previous shown text; a text that is shown becomes the new reference.
 
         Returns:
             ``True`` if the text should not be shown.
         """
         normalised = normalise_feedback(text)
-        if self.suppress_repeats and self.last_text is not None and normalised == self.last_text:
-            self.downgrades["repeat"] += 1
+        if self.enabled and self.last_text is not None and normalised == self.last_text:
+            self.suppressed += 1
             return True
         self.last_text = normalised
         return False
-
-    def reset(self) -> None:
-        """Forget the last feedback time and text (e.g. for a new session)."""
-        self.last_feedback_t = None
-        self.last_text = None

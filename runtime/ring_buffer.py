@@ -39,6 +39,7 @@ class FrameRingBuffer:
         self._pushed = 0
         self._overwritten = 0
         self._first_timestamp: float | None = None
+        self._fps = 0.0
 
     def push(self, frame: Frame) -> bool:
         """Append a frame, overwriting the oldest one when the buffer is full.
@@ -65,6 +66,10 @@ class FrameRingBuffer:
                 self._overwritten += 1
             if self._first_timestamp is None:
                 self._first_timestamp = frame.timestamp
+            if self._frames and frame.timestamp > self._frames[-1].timestamp:
+                rate = 1.0 / (frame.timestamp - self._frames[-1].timestamp)
+                # EMA over ~10 frames: a steady overlay figure that still follows a camera changing its rate
+                self._fps = rate if self._fps == 0.0 else 0.9 * self._fps + 0.1 * rate
             self._frames.append(frame)
             self._pushed += 1
             self._cond.notify_all()
@@ -74,6 +79,16 @@ class FrameRingBuffer:
         """Return buffered frames with ``t_start <= timestamp <= t_end``, oldest first."""
         with self._cond:
             return [f for f in self._frames if t_start <= f.timestamp <= t_end]
+
+    def latest(self) -> Frame | None:
+        """The newest buffered frame, or ``None``."""
+        with self._cond:
+            return self._frames[-1] if self._frames else None
+
+    def fps(self) -> float:
+        """Smoothed capture frame rate (exponential average of frame intervals; 0 before two frames)."""
+        with self._cond:
+            return self._fps
 
     def snapshot(self) -> list[Frame]:
         """Return all buffered frames, oldest first."""

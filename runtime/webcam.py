@@ -24,8 +24,9 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from runtime.backends import BackendError, backend_from_config, tokenizer_for
+from runtime.backends import BackendError, backend_from_config
 from runtime.config import ConfigError, StreamingConfig, apply_overrides, load_config
+from runtime.engine import StreamingEngine
 from runtime.events import (
     Event,
     EventBus,
@@ -35,8 +36,8 @@ from runtime.events import (
     JsonlEventWriter,
     WindowDecided,
 )
-from runtime.pipeline import RunSummary, StreamingEngine
-from runtime.sources import SourceError, open_source
+from runtime.sources import SourceError, source_from_spec
+from runtime.stats import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +113,6 @@ def draw_overlay(image_rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     return bgr
 
 
-def capture_fps(engine: StreamingEngine, frames: int = 30) -> float:
-    """Capture frame rate over the newest ``frames`` buffered frames."""
-    recent = engine.buffer.snapshot()[-frames:]
-    if len(recent) < 2 or recent[-1].timestamp <= recent[0].timestamp:
-        return 0.0
-    return (len(recent) - 1) / (recent[-1].timestamp - recent[0].timestamp)
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -139,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set decision.min_feedback_interval_s=6 (repeatable)",
     )
     parser.add_argument("--backend", default=None, help="pytorch | onnxruntime | tensorrt (default: config)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: config backend.device)")
     parser.add_argument("--engines", default=None, help="engines directory (default: config backend.engines_dir)")
     parser.add_argument("--model", default=None, help="checkpoint directory for the pytorch backend")
     parser.add_argument("--clip", default=None, help="CLIP directory for the pytorch backend")
@@ -180,6 +174,7 @@ def resolve_config(args: argparse.Namespace) -> StreamingConfig:
     overrides: dict[str, object] = dict(parse_overrides(args.overrides))
     for key, value in (
         ("backend.name", args.backend),
+        ("backend.device", args.device),
         ("backend.engines_dir", args.engines),
         ("backend.model_dir", args.model),
         ("backend.clip_dir", args.clip),
@@ -205,7 +200,7 @@ def run_window(engine: StreamingEngine, state: OverlayState, duration_s: float |
         while not engine.done:
             frame = engine.latest_frame()
             if frame is not None:
-                cv2.imshow(WINDOW_TITLE, draw_overlay(frame.image, state.lines(capture_fps(engine))))
+                cv2.imshow(WINDOW_TITLE, draw_overlay(frame.image, state.lines(engine.capture_fps())))
             if (cv2.waitKey(15) & 0xFF) == ord("q"):
                 reason = "stopped"
                 break
@@ -232,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         cfg = resolve_config(args)
-        source = open_source(args.source, paced=args.paced)
+        source = source_from_spec(args.source, paced=args.paced)
         source.open()  # fail fast, before loading the model, with the device or path in the message
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -250,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_DISPLAY
         try:
             backend = backend_from_config(cfg.backend, prefer_checkpoint=args.model is not None)
-            tokenizer = tokenizer_for(backend, cfg.backend.engines_dir)
+            tokenizer = backend.load_tokenizer()
         except BackendError as exc:
             print(f"backend error: {exc}", file=sys.stderr)
             return EXIT_CONFIG

@@ -15,7 +15,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from mobile_videogpt.checkpoint import CheckpointError, load_model
-from mobile_videogpt.config import ConfigError
+from mobile_videogpt.config import ModelConfigError
 
 BWD_KEY = "model.vision_tower.vision_encoder.layers.0.mixer.A_b_log"
 
@@ -95,7 +95,7 @@ def test_missing_safetensors_and_bad_config(tiny_golden_checkpoint: tuple[Path, 
     cfg = json.loads((bad / "config.json").read_text())
     cfg["model_type"] = "llava"
     (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match="model_type is 'llava'"):
+    with pytest.raises(ModelConfigError, match="model_type is 'llava'"):
         load_model(bad, tiny_golden_checkpoint[1])
 
 

@@ -77,10 +77,10 @@ def test_append_two_windows_equals_one_prefill(tiny_model) -> None:  # noqa: ANN
 def test_generate_stops_at_eos_and_embed_rejects_bad_ids(tiny_model) -> None:  # noqa: ANN001
     """Greedy generation stops after an eos id; out-of-range ids raise."""
     embeds = tiny_model.embed_tokens([1, 2, 3])
-    ids, logits, _ = tiny_model.generate(embeds, 5)
+    ids, logits = tiny_model.generate(embeds, 5)
     assert len(ids) == 5 and logits.shape == (5, tiny_model.vocab_size)
     first = ids[0]
-    ids2, _, _ = tiny_model.generate(embeds, 5, eos_token_ids=[first])
+    ids2, _ = tiny_model.generate(embeds, 5, eos_token_ids=[first])
     assert ids2 == [first]
     with pytest.raises(ValueError, match="token ids must lie in"):
         tiny_model.embed_tokens([tiny_model.vocab_size])

@@ -1,339 +1,276 @@
-"""KV-cache states for the decoder: numpy (ONNX Runtime) and torch (PyTorch, TensorRT), with exact RoPE re-basing.
+"""Backend-owned decoder KV caches: preallocated once, updated in place, with exact RoPE re-basing.
 
-Both classes hold one ``(key, value)`` pair per decoder layer, each ``[1, kv_heads, P, head_dim]`` (BNSH, as HF), and
-the RoPE position of every cached entry (``positions`` ``[P]`` int64). Keys are stored *rotated* (Qwen2 applies RoPE
-before caching), so moving cached entries to other positions means re-rotating their keys; values carry no position.
+Every cache holds, per decoder layer, keys and values for up to ``capacity`` positions (BNSH ``[1, Hkv, P, D]`` views,
+as HF), and the RoPE position of every cached entry (``positions`` ``[P]`` int64). A backend creates one with
+``ModelBackend.allocate_kv(capacity)`` and its ``decode`` appends to it in place; the streaming context evicts and
+re-bases in place (``drop``, ``shift_positions``). Nothing is reallocated per token, and nothing grows beyond the
+capacity (the context's ``max_tokens``).
 
-Why ``shift_positions`` is exact: Qwen2 rotates each (i, i + head_dim/2) pair of a key by the angle
-``a(p) = p * inv_freq[i]``, computed in fp32 (``inv_freq = 1 / theta ** (arange(0, hd, 2) / hd)``, also fp32) and
-applied with ``rotate_half``: ``k' = k * cos(a) + rotate_half(k) * sin(a)``. Rotations compose, so a key cached at
-``p`` moves to ``p + delta`` by one more rotation. We rotate by ``a_fp32(p + delta) - a_fp32(p)`` (the difference of
-the angles HF itself would use, taken in float64), so the re-based key equals what a fresh prefill at ``p + delta``
-would have cached up to a few fp32 roundings. Rotating by ``a_fp32(delta)`` instead would add fp32 angle error of
-order ``ulp(p * inv_freq)`` (~5e-4 rad at p = 8000), which shows in the logits; this is why the states track their
-positions.
+Keys are stored *rotated* (Qwen2 applies RoPE before caching), so moving entries to other positions re-rotates their
+keys by the exact angle difference (:class:`engine_format.rope.RopeSpec`); values carry no position.
 
-Dimensions: L layers, B = 1, Hkv kv heads, P cached positions, D head_dim.
+Two storage layouts, one bookkeeping (:class:`KVCache`):
+
+* **ping-pong** (:class:`PingPongKV`; ONNX Runtime with numpy buffers, TensorRT with torch CUDA buffers): an exported
+  decoder graph reads ``past [1,Hkv,P,D]`` and writes ``present [1,Hkv,P+S,D]``, both contiguous, so a strided
+  capacity buffer cannot be bound. Each layer has two flat buffers of ``Hkv * capacity * D`` elements; the live cache
+  is the contiguous prefix of the *active* one, the graph writes ``present`` into the prefix of the *spare* one, and
+  the two swap. Eviction compacts into the spare buffer. Twice the memory of the live cache at most, no allocation.
+* **strided** (the PyTorch backend's ``mobile_videogpt.kv_cache.PreallocatedCache``): ``[1,Hkv,capacity,D]``
+  buffers written at ``[:, :, P:P+S]``; attention reads the ``[:, :, :P+S]`` view.
+
+Dimensions: L layers, Hkv kv heads, P cached positions, S new positions, D head_dim, C capacity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
-from runtime.backends.base import BackendError, KVState
+from engine_format.rope import RopeSpec
+
+Array = Any
+"""A numpy array or a torch tensor (the backend's own storage)."""
 
 
-@dataclass(frozen=True)
-class RopeSpec:
-    """The decoder's rotary embedding (Qwen2 default RoPE, no scaling).
+class KVCacheError(RuntimeError):
+    """A cache operation is out of range (position past the capacity, negative position, bad index range)."""
 
-    Attributes:
-        head_dim: D, the rotated width of every key (even).
-        theta: ``rope_theta`` (1e6 for Qwen2.5).
+
+class KVCache(ABC):
+    """Positions and bookkeeping shared by every layout; subclasses own the storage.
+
+    Args:
+        rope: The decoder's RoPE.
+        num_layers: L.
+        kv_heads: Hkv.
+        capacity: Largest number of cached positions.
+        itemsize: Bytes per stored element (4 for fp32, 2 for fp16 caches).
     """
 
-    head_dim: int
-    theta: float
+    def __init__(self, rope: RopeSpec, num_layers: int, kv_heads: int, capacity: int, itemsize: int) -> None:
+        if capacity < 1:
+            raise KVCacheError(f"KV capacity must be >= 1, got {capacity}")
+        self.rope = rope
+        self.num_layers, self.kv_heads, self.capacity, self.itemsize = num_layers, kv_heads, capacity, itemsize
+        self.head_dim = rope.head_dim
+        self._positions = np.zeros(capacity, dtype=np.int64)
+        self._length = 0
 
-    def __post_init__(self) -> None:
-        if self.head_dim <= 0 or self.head_dim % 2:
-            raise ValueError(f"RoPE head_dim must be a positive even number, got {self.head_dim}")
-        if not self.theta > 0:
-            raise ValueError(f"RoPE theta must be > 0, got {self.theta}")
+    # ------------------------------------------------------------------ state
+    @property
+    def length(self) -> int:
+        """Cached positions P."""
+        return self._length
 
-    @classmethod
-    def from_qwen2_config(cls, config: Any) -> RopeSpec:
-        """Builds the spec from a ``Qwen2Config`` (or anything with its attribute names).
+    @property
+    def positions(self) -> np.ndarray:
+        """RoPE position of each cached entry ``[P]`` (a read-only view)."""
+        view = self._positions[: self._length]
+        view.flags.writeable = False
+        return view
 
-        Args:
-            config: Has ``hidden_size``, ``num_attention_heads``, ``rope_theta`` and optionally ``head_dim``.
+    @property
+    def next_position(self) -> int:
+        """The RoPE position the next appended entry gets (one past the last, or 0)."""
+        return int(self._positions[self._length - 1]) + 1 if self._length else 0
 
-        Returns:
-            The spec.
+    @property
+    def bytes_per_position(self) -> int:
+        """Bytes one cached position takes over all layers' keys and values."""
+        return 2 * self.num_layers * self.kv_heads * self.head_dim * self.itemsize
 
-        Raises:
-            ValueError: If the config asks for RoPE scaling, which this re-basing does not model.
-        """
-        scaling = getattr(config, "rope_scaling", None)
-        if scaling and scaling.get("rope_type", scaling.get("type", "default")) != "default":
-            raise ValueError(f"RoPE scaling {scaling} is not supported by KV re-basing (only default RoPE)")
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        theta = getattr(config, "rope_theta", None)
-        if theta is None:  # transformers 5 keeps it in rope_parameters
-            theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
-        if theta is None:
-            raise ValueError("config has no rope_theta")
-        return cls(head_dim=int(head_dim), theta=float(theta))
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the live cache (``length`` positions)."""
+        return self._length * self.bytes_per_position
 
-    def inv_freq(self) -> np.ndarray:
-        """Inverse frequencies ``[D/2]`` in fp32, computed like HF's ``compute_default_rope_parameters``."""
-        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim
-        return (1.0 / (self.theta**exponent)).numpy()
+    @property
+    @abstractmethod
+    def allocated_bytes(self) -> int:
+        """Bytes of the preallocated storage."""
 
-    def angles(self, positions: np.ndarray) -> np.ndarray:
-        """HF's fp32 angles ``positions[:, None] * inv_freq`` as float64 ``[n, D/2]``."""
-        pos = np.asarray(positions, dtype=np.int64).astype(np.float32)
-        return (pos[:, None] * self.inv_freq()[None, :]).astype(np.float64)
+    @abstractmethod
+    def layer_views(self) -> list[tuple[Array, Array]]:
+        """Per-layer ``(key, value)`` views ``[1, Hkv, P, D]`` of the live cache (no copies)."""
 
-    def rotation(self, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """cos/sin ``[n, D]`` (float64) of the rotation moving keys from positions ``old`` to ``new``.
-
-        Args:
-            old: Current positions ``[n]``.
-            new: Target positions ``[n]``.
-
-        Returns:
-            ``(cos, sin)`` laid out like HF's ``cat(freqs, freqs)`` so they apply with ``rotate_half``.
-        """
-        diff = self.angles(new) - self.angles(old)  # [n, D/2]
-        emb = np.concatenate([diff, diff], axis=-1)  # [n, D]
-        return np.cos(emb), np.sin(emb)
-
-
-def _check_layers(layers: Sequence[tuple[Any, Any]], rope: RopeSpec) -> int:
-    """Validates per-layer shapes; returns P."""
-    if not layers:
-        raise BackendError("a KV state needs at least one layer")
-    first = tuple(layers[0][0].shape)
-    if len(first) != 4 or first[0] != 1:
-        raise BackendError(f"KV layer 0 key has shape {first}; expected [1, kv_heads, P, head_dim]")
-    if first[3] != rope.head_dim:
-        raise BackendError(f"KV head_dim {first[3]} does not match the RoPE head_dim {rope.head_dim}")
-    for i, (k, v) in enumerate(layers):
-        if tuple(k.shape) != first or tuple(v.shape) != first:
-            raise BackendError(
-                f"KV layer {i}: key {tuple(k.shape)} / value {tuple(v.shape)} differ from layer 0's key {first}"
+    # ------------------------------------------------------------------ appends (backends)
+    def check_room(self, new: int) -> None:
+        """Raises KVCacheError unless ``new`` more positions fit."""
+        if self._length + new > self.capacity:
+            raise KVCacheError(
+                f"KV cache full: {self._length} + {new} positions exceed the capacity of {self.capacity} "
+                "(context.max_tokens)"
             )
-    return int(first[2])
+
+    def new_positions(self, count: int) -> np.ndarray:
+        """Position ids ``[1, count]`` int64 of the next ``count`` entries (the decode call's ``position_ids``)."""
+        start = self.next_position
+        return np.arange(start, start + count, dtype=np.int64)[None]
+
+    def record_append(self, positions: np.ndarray) -> None:
+        """Records that the backend wrote ``len(positions)`` entries after the live ones (call after each decode)."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        self.check_room(len(pos))
+        self._positions[self._length : self._length + len(pos)] = pos
+        self._length += len(pos)
+
+    # ------------------------------------------------------------------ context operations
+    def drop(self, start: int, stop: int) -> None:
+        """Removes entries ``[start, stop)`` in place; later entries move down and keep their positions.
+
+        Raises:
+            KVCacheError: If the range is not inside the cache.
+        """
+        self._check_range(start, stop)
+        if start == stop:
+            return
+        self._compact(start, stop)
+        self._positions[start : self._length - (stop - start)] = self._positions[stop : self._length].copy()
+        self._length -= stop - start
+        self._after_drop()
+
+    def truncate(self, length: int) -> None:
+        """Keeps the first ``length`` entries (drops the rest)."""
+        self.drop(length, self._length)
+
+    def shift_positions(self, delta: int, start: int = 0) -> None:
+        """Re-rotates the keys of entries ``start ..`` in place to positions ``+ delta``.
+
+        Entries before ``start`` (the fixed system prefix) keep their positions, so after ``drop`` of an evicted
+        window ``shift_positions(-window_len, start=window_start)`` closes the gap and positions stay contiguous.
+
+        Raises:
+            KVCacheError: If a position would become negative or ``start`` is out of range.
+        """
+        self._check_range(start, self._length)
+        if delta == 0 or start == self._length:
+            return
+        old = self._positions[start : self._length]
+        new = old + int(delta)
+        if int(new.min()) < 0:
+            raise KVCacheError(f"shifting by {delta} would move position {int(old.min())} below 0")
+        cos, sin = self.rope.rotation(old, new)  # [n, D/2] float32
+        self._rotate(start, cos, sin)
+        self._positions[start : self._length] = new
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= self._length:
+            raise KVCacheError(f"KV range [{start}, {stop}) is not inside the cache of {self._length} positions")
+
+    # ------------------------------------------------------------------ storage (subclasses)
+    @abstractmethod
+    def _compact(self, start: int, stop: int) -> None:
+        """Removes entries ``[start, stop)`` from the storage (called before ``length`` is updated)."""
+
+    @abstractmethod
+    def _rotate(self, start: int, cos: np.ndarray, sin: np.ndarray) -> None:
+        """Rotates the keys of entries ``[start, length)`` in place by ``cos``/``sin`` ``[n, D/2]``."""
+
+    def _after_drop(self) -> None:
+        """Hook after a drop changed ``length`` (a storage that tracks its own length syncs it)."""
 
 
-def _check_range(start: int, stop: int, length: int) -> None:
-    if not 0 <= start <= stop <= length:
-        raise BackendError(f"KV range [{start}, {stop}) is not inside the cache of {length} positions")
+def rotate_keys(keys: Array, cos: Array, sin: Array, to_f32: Callable[[Array], Array]) -> None:
+    """Rotates ``keys [1, Hkv, n, D]`` in place by ``cos``/``sin`` ``[n, D/2]`` (fp32 arithmetic for any dtype).
+
+    ``(k1, k2) -> (k1 c - k2 s, k2 c + k1 s)`` on the halves, which is Qwen2's ``k cos + rotate_half(k) sin``.
+    """
+    half = keys.shape[-1] // 2
+    k1, k2 = to_f32(keys[..., :half]), to_f32(keys[..., half:])  # copies: both halves are overwritten below
+    keys[..., :half] = k1 * cos - k2 * sin
+    keys[..., half:] = k2 * cos + k1 * sin
 
 
-def _resolve_positions(positions: np.ndarray | Sequence[int] | None, length: int) -> np.ndarray:
-    if positions is None:
-        return np.arange(length, dtype=np.int64)
-    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-    if pos.shape[0] != length:
-        raise BackendError(f"KV state has {length} positions but {pos.shape[0]} position ids were given")
-    return pos
-
-
-def _new_positions(old: np.ndarray, delta: int) -> np.ndarray:
-    new = old + int(delta)
-    if new.size and int(new.min()) < 0:
-        raise BackendError(f"shifting by {delta} would move position {int(old.min())} below 0")
-    return new
-
-
-class NumpyKVState(KVState):
-    """A KV cache held as numpy arrays (what ONNX Runtime feeds and returns).
-
-    The arrays are treated as immutable: every operation returns a new state, and arrays may be shared between
-    states (cheap ``drop`` of a suffix, no copies on ``append``-free paths).
+class PingPongKV(KVCache):
+    """Two flat buffers per layer and kind; the live cache is the contiguous prefix of the active one.
 
     Args:
-        layers: Per-layer ``(key, value)``, each ``[1, Hkv, P, D]``.
         rope: The decoder's RoPE.
-        positions: RoPE position of each cached entry ``[P]``; defaults to ``0 .. P-1``.
-
-    Raises:
-        BackendError: If shapes are inconsistent.
+        num_layers: L.
+        kv_heads: Hkv.
+        capacity: Largest number of cached positions.
+        zeros: Allocates a flat zeroed buffer of ``n`` elements in the cache dtype (numpy or torch).
+        to_f32: fp32 copy of an array (rotation arithmetic).
+        constant: numpy -> backend array (the rotation's cos/sin).
+        itemsize: Bytes per element.
     """
 
     def __init__(
         self,
-        layers: Sequence[tuple[np.ndarray, np.ndarray]],
         rope: RopeSpec,
-        positions: np.ndarray | Sequence[int] | None = None,
+        num_layers: int,
+        kv_heads: int,
+        capacity: int,
+        zeros: Callable[[int], Array],
+        to_f32: Callable[[Array], Array],
+        constant: Callable[[np.ndarray], Array],
+        itemsize: int,
     ) -> None:
-        self._length = _check_layers(layers, rope)
-        self.layers: list[tuple[np.ndarray, np.ndarray]] = [(k, v) for k, v in layers]
-        self.rope = rope
-        self.positions = _resolve_positions(positions, self._length)
-
-    @classmethod
-    def after_decode(
-        cls,
-        present: Sequence[tuple[np.ndarray, np.ndarray]],
-        rope: RopeSpec,
-        past: KVState | None,
-        position_ids: np.ndarray,
-    ) -> NumpyKVState:
-        """The state after a decode call that returned the full ``present`` (past + new entries).
-
-        Args:
-            present: Per-layer ``(key, value)`` with ``P + S`` positions.
-            rope: The decoder's RoPE.
-            past: The state fed to that call (``None`` for a first prefill).
-            position_ids: The call's ``[1, S]`` (or ``[S]``) position ids.
-
-        Returns:
-            A state whose positions are ``past.positions`` followed by ``position_ids``.
-        """
-        old = np.zeros(0, dtype=np.int64) if past is None else _positions_of(past)
-        new = np.asarray(position_ids, dtype=np.int64).reshape(-1)
-        return cls(present, rope, np.concatenate([old, new]))
+        super().__init__(rope, num_layers, kv_heads, capacity, itemsize)
+        n = kv_heads * capacity * rope.head_dim
+        # [buffer a/b][layer][key/value]
+        self._buffers = [[(zeros(n), zeros(n)) for _ in range(num_layers)] for _ in range(2)]
+        self._active = 0
+        self._to_f32, self._constant = to_f32, constant
 
     @property
-    def length(self) -> int:
-        """Number of cached positions P."""
-        return self._length
+    def allocated_bytes(self) -> int:
+        """Bytes of both buffer sets."""
+        return 2 * self.capacity * self.bytes_per_position
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of every layer's key and value."""
-        return int(sum(k.nbytes + v.nbytes for k, v in self.layers))
+    def _view(self, flat: Array, length: int) -> Array:
+        return flat[: self.kv_heads * length * self.head_dim].reshape(1, self.kv_heads, length, self.head_dim)
 
-    def drop(self, start: int, stop: int) -> NumpyKVState:
-        """Returns a cache without entries ``[start, stop)``; later entries keep their positions.
+    def layer_views(self) -> list[tuple[Array, Array]]:
+        """Per-layer ``(key, value)`` ``[1, Hkv, P, D]`` contiguous views of the active buffers."""
+        return [(self._view(k, self._length), self._view(v, self._length)) for k, v in self._buffers[self._active]]
 
-        Args:
-            start: First cache index removed.
-            stop: One past the last cache index removed.
-        """
-        _check_range(start, stop, self._length)
-        if start == stop:
-            return self
-        keep = lambda a: np.concatenate([a[:, :, :start], a[:, :, stop:]], axis=2)
-        layers = [(keep(k), keep(v)) for k, v in self.layers]
-        return NumpyKVState(layers, self.rope, np.concatenate([self.positions[:start], self.positions[stop:]]))
-
-    def shift_positions(self, delta: int, start: int = 0) -> NumpyKVState:
-        """Re-rotates the keys of entries ``start ..`` to positions ``+ delta`` (see the module docstring).
-
-        Args:
-            delta: Positions to move by (negative to re-base towards 0).
-            start: First cache index moved; earlier entries (e.g. the system prompt) stay.
+    def output_views(self, new: int) -> list[tuple[Array, Array]]:
+        """Per-layer ``(key, value)`` ``[1, Hkv, P + new, D]`` views of the spare buffers, where a decode call writes.
 
         Raises:
-            BackendError: If a position would become negative or ``start`` is out of range.
+            KVCacheError: If ``new`` more positions do not fit.
         """
-        _check_range(start, self._length, self._length)
-        if delta == 0 or start == self._length:
-            return self
-        old = self.positions[start:]
-        new = _new_positions(old, delta)
-        cos, sin = self.rope.rotation(old, new)  # [n, D] float64
-        cos32, sin32 = cos.astype(np.float32), sin.astype(np.float32)
-        half = self.rope.head_dim // 2
-        layers = []
-        for k, v in self.layers:
-            tail = k[:, :, start:].astype(np.float32)  # rotate in fp32 even for fp16 caches
-            rotated = np.concatenate([-tail[..., half:], tail[..., :half]], axis=-1)
-            moved = (tail * cos32 + rotated * sin32).astype(k.dtype)
-            layers.append((np.concatenate([k[:, :, :start], moved], axis=2), v))
-        return NumpyKVState(layers, self.rope, np.concatenate([self.positions[:start], new]))
+        self.check_room(new)
+        total = self._length + new
+        return [(self._view(k, total), self._view(v, total)) for k, v in self._buffers[1 - self._active]]
+
+    def commit(self, positions: np.ndarray) -> None:
+        """After a decode call wrote ``output_views``: the spare buffers become the live cache."""
+        self.record_append(positions)
+        self._active = 1 - self._active
+
+    def _compact(self, start: int, stop: int) -> None:
+        # The contiguous [1, Hkv, P, D] layout depends on P, so even a dropped suffix re-lays every head out.
+        kept = self._length - (stop - start)
+        for (src_k, src_v), (dst_k, dst_v) in zip(self._buffers[self._active], self._buffers[1 - self._active]):
+            for src, dst in ((src_k, dst_k), (src_v, dst_v)):
+                old, new = self._view(src, self._length), self._view(dst, kept)
+                new[:, :, :start] = old[:, :, :start]
+                new[:, :, start:] = old[:, :, stop:]
+        self._active = 1 - self._active
+
+    def _rotate(self, start: int, cos: np.ndarray, sin: np.ndarray) -> None:
+        c, s = self._constant(cos), self._constant(sin)
+        for key, _ in self.layer_views():
+            rotate_keys(key[:, :, start:], c, s, self._to_f32)
 
 
-class TorchKVState(KVState):
-    """A KV cache held as torch tensors (PyTorch backend, TensorRT bindings), on any device.
+def numpy_kv(rope: RopeSpec, num_layers: int, kv_heads: int, capacity: int, dtype: np.dtype) -> PingPongKV:
+    """A ping-pong cache in numpy buffers (ONNX Runtime binds them directly)."""
+    dt = np.dtype(dtype)
+    return PingPongKV(
+        rope,
+        num_layers,
+        kv_heads,
+        capacity,
+        zeros=lambda n: np.zeros(n, dtype=dt),  # calloc: pages are committed only when written
+        to_f32=lambda a: a.astype(np.float32),
+        constant=lambda a: a,
+        itemsize=dt.itemsize,
+    )
 
-    Tensors are treated as immutable: every operation returns a new state.
-
-    Args:
-        layers: Per-layer ``(key, value)``, each ``[1, Hkv, P, D]``.
-        rope: The decoder's RoPE.
-        positions: RoPE position of each cached entry ``[P]``; defaults to ``0 .. P-1``.
-
-    Raises:
-        BackendError: If shapes are inconsistent.
-    """
-
-    def __init__(
-        self,
-        layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        rope: RopeSpec,
-        positions: np.ndarray | Sequence[int] | None = None,
-    ) -> None:
-        self._length = _check_layers(layers, rope)
-        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = [(k, v) for k, v in layers]
-        self.rope = rope
-        self.positions = _resolve_positions(positions, self._length)
-
-    @classmethod
-    def after_decode(
-        cls,
-        present: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        rope: RopeSpec,
-        past: KVState | None,
-        position_ids: np.ndarray | torch.Tensor,
-    ) -> TorchKVState:
-        """The state after a decode call that returned the full ``present`` (past + new entries).
-
-        Args:
-            present: Per-layer ``(key, value)`` with ``P + S`` positions.
-            rope: The decoder's RoPE.
-            past: The state fed to that call (``None`` for a first prefill).
-            position_ids: The call's ``[1, S]`` (or ``[S]``) position ids.
-
-        Returns:
-            A state whose positions are ``past.positions`` followed by ``position_ids``.
-        """
-        if isinstance(position_ids, torch.Tensor):
-            position_ids = position_ids.detach().cpu().numpy()
-        old = np.zeros(0, dtype=np.int64) if past is None else _positions_of(past)
-        new = np.asarray(position_ids, dtype=np.int64).reshape(-1)
-        return cls(present, rope, np.concatenate([old, new]))
-
-    @property
-    def length(self) -> int:
-        """Number of cached positions P."""
-        return self._length
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of every layer's key and value."""
-        return int(sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers))
-
-    def drop(self, start: int, stop: int) -> TorchKVState:
-        """Returns a cache without entries ``[start, stop)``; later entries keep their positions."""
-        _check_range(start, stop, self._length)
-        if start == stop:
-            return self
-        keep = lambda t: torch.cat([t[:, :, :start], t[:, :, stop:]], dim=2)
-        layers = [(keep(k), keep(v)) for k, v in self.layers]
-        return TorchKVState(layers, self.rope, np.concatenate([self.positions[:start], self.positions[stop:]]))
-
-    def shift_positions(self, delta: int, start: int = 0) -> TorchKVState:
-        """Re-rotates the keys of entries ``start ..`` to positions ``+ delta`` (see the module docstring).
-
-        Args:
-            delta: Positions to move by (negative to re-base towards 0).
-            start: First cache index moved; earlier entries (e.g. the system prompt) stay.
-
-        Raises:
-            BackendError: If a position would become negative or ``start`` is out of range.
-        """
-        _check_range(start, self._length, self._length)
-        if delta == 0 or start == self._length:
-            return self
-        old = self.positions[start:]
-        new = _new_positions(old, delta)
-        cos_np, sin_np = self.rope.rotation(old, new)
-        device = self.layers[0][0].device
-        cos = torch.from_numpy(cos_np).to(device=device, dtype=torch.float32)
-        sin = torch.from_numpy(sin_np).to(device=device, dtype=torch.float32)
-        half = self.rope.head_dim // 2
-        layers = []
-        for k, v in self.layers:
-            tail = k[:, :, start:].float()  # rotate in fp32 even for fp16 caches
-            rotated = torch.cat([-tail[..., half:], tail[..., :half]], dim=-1)
-            moved = (tail * cos + rotated * sin).to(k.dtype)
-            layers.append((torch.cat([k[:, :, :start], moved], dim=2), v))
-        return TorchKVState(layers, self.rope, np.concatenate([self.positions[:start], new]))
-
-
-def _positions_of(state: KVState) -> np.ndarray:
-    """Positions of a state from this module (other KVState kinds cannot be extended here)."""
-    positions = getattr(state, "positions", None)
-    if positions is None:
-        raise BackendError(f"{type(state).__name__} does not track positions; use NumpyKVState or TorchKVState")
-    return np.asarray(positions, dtype=np.int64)

@@ -1,10 +1,14 @@
 """The ``onnxruntime`` backend: the exported ONNX graphs of an engines directory behind the ModelBackend API.
 
-Each graph is one :class:`OnnxRuntimeEngine` (an ``InferenceSession``); its I/O table comes from the session and is
-checked against ``manifest.json`` at load, so a stale or foreign graph fails loudly. Host code: the frame selector's
-top-K (:func:`runtime.backends.base.select_top_k`) and the embedding lookup, which reads rows of the decoder's own
-tied table, memory-mapped from its external-data file (the table is stored once; see ``docs/export.md``). The KV
-cache is a :class:`~runtime.backends.kv.NumpyKVState` in the decoder's KV dtype (float16 for the fp16 graphs).
+Each graph is one :class:`OnnxRuntimeEngine` (an ``InferenceSession``); its I/O is checked against the manifest's
+table at load, so a stale or foreign graph fails loudly. Host code: the frame selector's top-K
+(:func:`runtime.backends.base.select_top_k`) and the embedding lookup, which reads rows of the decoder's own tied
+table, memory-mapped from its external-data file (the table is stored once; see ``docs/export.md``).
+
+The decoder runs with **IO binding** on a :class:`~runtime.backends.kv.PingPongKV` in the decoder's KV dtype: the
+``past`` inputs are bound to the live cache's buffers and the ``present`` outputs to the spare ones, so ONNX Runtime
+writes the new cache in place and no KV tensor is allocated or copied to Python per call (the graph's own KV concat
+is the only copy). Logits are written into a preallocated buffer.
 
 Execution providers: the requested provider must be the one the session runs on; ONNX Runtime silently falls back to
 the CPU when a GPU provider cannot load (missing CUDA/cuDNN libraries), which is detected here and raised. The fp16
@@ -17,6 +21,7 @@ and fp16 KV cache, not fp16 arithmetic. A warning says so.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,23 +29,33 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from export.manifest import GraphFile, Manifest, ManifestError
+from engine_format.io import (
+    DECODER,
+    FRAME_SELECTOR,
+    GRAPH_NAMES,
+    IMAGE_ENCODER,
+    VIDEO_ENCODER,
+    TensorSpec,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
+from engine_format.manifest import GraphFile, Manifest, ManifestError
 from runtime.backends.base import (
     BackendError,
     Engine,
     ImageFeatures,
-    KVState,
     ModelBackend,
-    TensorSpec,
-    check_decode_inputs,
-    lookup_rows,
+    Segment,
+    check_token_ids,
+    host_embeds,
     select_top_k,
 )
-from runtime.backends.kv import NumpyKVState, RopeSpec
+from runtime.backends.kv import KVCache, KVCacheError, PingPongKV, numpy_kv
 
 logger = logging.getLogger(__name__)
 
-GRAPHS = ("image_encoder", "frame_selector", "video_encoder", "decoder")
 CPU_PROVIDER = "CPUExecutionProvider"
 _LOAD_ERRORS = (
     ort_errors.Fail,
@@ -115,6 +130,14 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, _ORT_DTYPES[arg.type], shape)
 
 
+def _bind(binding: ort.IOBinding, name: str, array: np.ndarray, output: bool) -> None:
+    """Binds a C-contiguous numpy array's memory to an input or output (no copy)."""
+    if not array.flags.c_contiguous:
+        raise BackendError(f"cannot bind {name}: array is not C-contiguous")
+    bind = binding.bind_output if output else binding.bind_input
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+
 class OnnxRuntimeBackend(ModelBackend):
     """Exported graphs run by ONNX Runtime.
 
@@ -147,33 +170,30 @@ class OnnxRuntimeBackend(ModelBackend):
             raise BackendError(f"onnxruntime backend: intra_op_threads = {intra_op_threads}: must be >= 0")
         self.precision = precision
         self.provider = provider
-        model = self.manifest.model
-        self.hidden_size = self.manifest.hidden_size
-        self.vocab_size = self.manifest.vocab_size
-        self.max_position_embeddings = int(model["max_position_embeddings"])
+        self.device = "cpu" if provider == CPU_PROVIDER else provider
+        self.facts = self.manifest.model
+        self.clip_preprocess = self.manifest.clip_preprocess
         self.action_token_ids = self.manifest.action_token_ids
         self.random_weights = self.manifest.random_weights
         self.tokenizer_dir = self.manifest.tokenizer_dir
-        self.top_k, self.largest = int(model["top_k"]), bool(model["largest"])
-        self.num_layers = int(model["num_layers"])
-        self.rope = RopeSpec(head_dim=int(model["head_dim"]), theta=float(model["rope_theta"]))
+        self.rope = self.facts.rope
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         try:
-            self.engines = {g: OnnxRuntimeEngine(self.manifest.graph(precision, g), options, provider) for g in GRAPHS}
+            self.engines = {g: OnnxRuntimeEngine(self.manifest.graph(precision, g), options, provider) for g in GRAPH_NAMES}
             self._table = self.manifest.embedding_table(precision).open()
         except ManifestError as exc:
             raise BackendError(f"onnxruntime backend: {exc}") from exc
         if self._table.shape != (self.vocab_size, self.hidden_size):
-            raise BackendError(
-                f"embedding table {self._table.shape} != manifest [{self.vocab_size}, {self.hidden_size}]"
-            )
-        decoder = self.engines["decoder"]
-        past_specs = [s for s in decoder.inputs if s.name.startswith("past_key_values.")]
-        self._kv_dtype = np.dtype(past_specs[0].dtype)
-        self._kv_shape = tuple(past_specs[0].shape)  # (batch, kv_heads, past, head_dim)
+            raise BackendError(f"embedding table {self._table.shape} != manifest [{self.vocab_size}, {self.hidden_size}]")
+        past = next(s for s in self.engines[DECODER].inputs if s.name == past_key_name(0))
+        self._kv_dtype = np.dtype(past.dtype)
+        self._decoder = self.engines[DECODER].session
+        self._binding = self._decoder.io_binding()
+        self._logits = np.zeros((1, self.vocab_size), dtype=np.float32)
+        self._decoder_ms = 0.0
         if precision == "fp16" and provider == CPU_PROVIDER:
             logger.warning(
                 "onnxruntime CPU provider computes the fp16 products of the fp16 graphs in fp32 (no fp16 MatMul/Gemm/"
@@ -191,17 +211,18 @@ class OnnxRuntimeBackend(ModelBackend):
     # ------------------------------------------------------------------ stages
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
         """CLIP + image ETP per frame: ``[F,3,224,224]`` -> features ``[F,196,768]``, tokens ``[F,144,H]``."""
-        out = self.engines["image_encoder"].infer({"pixel_values": _f32(context_pixels)})
-        return ImageFeatures(clip_features=out["clip_features"], image_tokens=out["image_tokens"])
+        out = self.engines[IMAGE_ENCODER].infer({"pixel_values": _f32(context_pixels)})
+        features = out["clip_features"]
+        return ImageFeatures(features, out["image_tokens"], features.mean(axis=1, dtype=np.float32))
 
     def select_frames(self, clip_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame scores ``[2,8]`` (graph) and the top-4 per chunk ``[2,4]`` ascending (host)."""
-        scores = self.engines["frame_selector"].infer({"clip_features": _f32(clip_features)})["frame_scores"]
-        return scores, select_top_k(scores, self.top_k, self.largest)
+        scores = self.engines[FRAME_SELECTOR].infer({"clip_features": _f32(clip_features)})["frame_scores"]
+        return scores, select_top_k(scores, self.facts.top_k, self.facts.largest)
 
     def encode_video(self, video_pixels: np.ndarray) -> np.ndarray:
         """VideoMamba + pooling + video ETP on the 8 selected frames -> ``[2,49,H]``."""
-        return self.engines["video_encoder"].infer({"video_pixels": _f32(video_pixels)})["video_tokens"]
+        return self.engines[VIDEO_ENCODER].infer({"video_pixels": _f32(video_pixels)})["video_tokens"]
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
         """Rows of the tied embedding table ``[S,H]`` (float32; rows of the fp16 table are upcast exactly).
@@ -209,46 +230,61 @@ class OnnxRuntimeBackend(ModelBackend):
         Raises:
             BackendError: If an id is outside ``[0, V)``.
         """
-        return lookup_rows(self._table, ids, self.vocab_size)
+        return np.asarray(self._table[check_token_ids(ids, self.vocab_size)], dtype=np.float32)
 
-    def decode(
-        self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
-    ) -> tuple[np.ndarray, KVState]:
-        """Prefill / append / single-token decode; returns last-position logits ``[1,V]`` and the new cache.
+    def allocate_kv(self, capacity: int) -> PingPongKV:
+        """A ping-pong numpy cache in the decoder's KV dtype (float16 for the fp16 graphs)."""
+        f = self.facts
+        return numpy_kv(self.rope, f.num_layers, f.num_key_value_heads, capacity, self._kv_dtype)
+
+    def decode(self, segments: Sequence[Segment], kv: KVCache) -> np.ndarray:
+        """Prefill / append / single-token decode in place; returns last-position logits ``[V]`` float32.
 
         Raises:
-            BackendError: For a wrong shape or a past that is not a NumpyKVState of this decoder.
+            BackendError: For a cache of another backend or layout, or rows that do not fit it.
         """
-        position_ids = check_decode_inputs(inputs_embeds, position_ids, self.hidden_size)
-        feeds: dict[str, np.ndarray] = {"inputs_embeds": _f32(inputs_embeds), "position_ids": position_ids}
-        if past is None:
-            _, kv_heads, _, head_dim = self._kv_shape
-            empty = np.zeros((1, int(kv_heads), 0, int(head_dim)), dtype=self._kv_dtype)
-            layers = [(empty, empty)] * self.num_layers
-        elif isinstance(past, NumpyKVState):
-            if len(past.layers) != self.num_layers:
-                raise BackendError(f"decode: past has {len(past.layers)} layers, the decoder {self.num_layers}")
-            layers = [
-                (k.astype(self._kv_dtype, copy=False), v.astype(self._kv_dtype, copy=False)) for k, v in past.layers
-            ]
-        else:
-            raise BackendError(f"decode: the onnxruntime backend needs a NumpyKVState past, got {type(past).__name__}")
-        for i, (k, v) in enumerate(layers):
-            feeds[f"past_key_values.{i}.key"] = k
-            feeds[f"past_key_values.{i}.value"] = v
-        out = self.engines["decoder"].infer(feeds)
-        present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self.num_layers)]
-        return out["logits"], NumpyKVState.after_decode(present, self.rope, past, position_ids)
+        if not isinstance(kv, PingPongKV) or kv.num_layers != self.facts.num_layers:
+            raise BackendError(f"decode: the onnxruntime backend needs its own PingPongKV, got {type(kv).__name__}")
+        if kv.head_dim != self.facts.head_dim or kv.itemsize != self._kv_dtype.itemsize:
+            raise BackendError("decode: the KV cache was allocated for another decoder")
+        embeds = host_embeds(self._table, segments, self.hidden_size)
+        positions = kv.new_positions(embeds.shape[1])
+        try:
+            outputs = kv.output_views(embeds.shape[1])
+        except KVCacheError as exc:  # the context's max_tokens was exceeded
+            raise BackendError(f"decode: {exc}") from exc
+        b = self._binding
+        b.clear_binding_inputs()
+        b.clear_binding_outputs()
+        _bind(b, "inputs_embeds", embeds, output=False)
+        _bind(b, "position_ids", positions, output=False)
+        for i, ((k, v), (pk, pv)) in enumerate(zip(kv.layer_views(), outputs)):
+            _bind(b, past_key_name(i), k, output=False)
+            _bind(b, past_value_name(i), v, output=False)
+            _bind(b, present_key_name(i), pk, output=True)
+            _bind(b, present_value_name(i), pv, output=True)
+        _bind(b, "logits", self._logits, output=True)
+        start = time.perf_counter()
+        self._decoder.run_with_iobinding(b)
+        self._decoder_ms = (time.perf_counter() - start) * 1e3
+        kv.commit(positions)
+        return self._logits[0].copy()
 
     def stage_times_ms(self) -> dict[str, float]:
         """Duration of each graph's last call in ms."""
-        return {name: engine.last_inference_ms for name, engine in self.engines.items()}
+        return {
+            "image_encoder": self.engines[IMAGE_ENCODER].last_inference_ms,
+            "frame_selection": self.engines[FRAME_SELECTOR].last_inference_ms,
+            "video_encoder": self.engines[VIDEO_ENCODER].last_inference_ms,
+            "decoder": self._decoder_ms,
+        }
 
     def close(self) -> None:
         """Closes every session and unmaps the embedding table."""
-        for engine in self.engines.values():
+        for engine in getattr(self, "engines", {}).values():
             engine.close()
-        self.__dict__.pop("_table", None)
+        for attr in ("_table", "_decoder", "_binding"):
+            self.__dict__.pop(attr, None)
 
 
 def _f32(array: np.ndarray) -> np.ndarray:

@@ -1,16 +1,21 @@
 """The ``tensorrt`` backend: TensorRT engines built by ``python -m export --tensorrt`` behind the ModelBackend API.
 
-Thin by design: each engine is bound **by tensor name** (TensorRT 10+ API), buffers are torch CUDA tensors sized from
-the shapes the execution context infers once every input shape is set, and ``execute_async_v3`` runs on one torch
-stream. Shape precedence: the caller's input shapes -> ``set_input_shape`` -> ``get_tensor_shape`` for outputs.
-An empty tensor (the decoder's first prefill with Past = 0) is bound to a 1-element scratch buffer, since TensorRT
-needs a valid address for it. Outputs are fresh tensors (never reused between calls). The decoder engine has two
-optimization profiles (``export.tensorrt_builder``): 0 = prefill/append, 1 = single-token decode; one execution
-context per profile. The KV cache stays on the GPU (:class:`~runtime.backends.kv.TorchKVState`). Host code: top-K
-of the frame selector and the embedding lookup (the fp16/fp32 table memory-mapped from the decoder's ONNX data, see
-``docs/export.md``). cuda-python is not needed.
+Thin by design: each engine is bound **by tensor name** (TensorRT 10+ API, names from ``engine_format.io``), buffers
+are torch CUDA tensors, and ``execute_async_v3`` runs on one torch stream. Shape precedence: the caller's input
+shapes -> ``set_input_shape`` -> ``get_tensor_shape`` for outputs. An empty tensor (the decoder's first prefill with
+Past = 0) is bound to a 1-element scratch buffer, since TensorRT needs a valid address for it.
+
+Persistent buffers: the KV cache is a :class:`~runtime.backends.kv.PingPongKV` of CUDA buffers (``past`` bound to
+the live prefix, ``present`` to the spare one, swapped after each call: nothing is allocated per token), the logits
+buffer is preallocated, and the tied embedding table is uploaded once, so token rows are gathered on the device.
+Visual features stay on the device from ``encode_images`` to ``decode``. The vision engines' outputs are fresh
+tensors per call (the caller keeps them in its feature cache).
+
+The decoder engine has two optimization profiles (``export.tensorrt_builder``): 0 = prefill/append, 1 = single-token
+decode; one execution context per profile. Every TensorRT call that reports success is checked by :func:`_check`.
 
 TensorRT and torch CUDA are imported when the backend is created; without them a :class:`BackendError` says which.
+**Not run in this project's build environment** (TensorRT cannot be installed there); its tests skip with the reason.
 """
 
 from __future__ import annotations
@@ -23,23 +28,32 @@ from typing import Any
 
 import numpy as np
 
-from export.manifest import Manifest, ManifestError
+from engine_format.io import (
+    DECODER,
+    FRAME_SELECTOR,
+    GRAPH_NAMES,
+    IMAGE_ENCODER,
+    VIDEO_ENCODER,
+    TensorSpec,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
+from engine_format.manifest import Manifest, ManifestError
 from runtime.backends.base import (
     BackendError,
     Engine,
     ImageFeatures,
-    KVState,
     ModelBackend,
-    TensorSpec,
-    check_decode_inputs,
-    lookup_rows,
+    Segment,
+    check_token_ids,
     select_top_k,
 )
-from runtime.backends.kv import RopeSpec, TorchKVState
+from runtime.backends.kv import KVCache, PingPongKV
 
 logger = logging.getLogger(__name__)
 
-GRAPHS = ("image_encoder", "frame_selector", "video_encoder", "decoder")
 PREFILL_PROFILE = 0
 DECODE_PROFILE = 1
 
@@ -47,23 +61,24 @@ DECODE_PROFILE = 1
 def _import_runtime() -> tuple[Any, Any]:
     """Imports tensorrt and torch and checks for a CUDA device.
 
-    Returns:
-        ``(tensorrt, torch)``.
-
     Raises:
         BackendError: Naming what is missing.
     """
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendError(
-            f"tensorrt backend: TensorRT is not importable ({exc}); it needs tensorrt>=10 and CUDA"
-        ) from exc
+        raise BackendError(f"tensorrt backend: TensorRT is not importable ({exc}); it needs tensorrt>=10 and CUDA") from exc
     import torch
 
     if not torch.cuda.is_available():
         raise BackendError("tensorrt backend: no CUDA device is visible to torch (torch.cuda.is_available() is False)")
     return trt, torch
+
+
+def _check(ok: object, what: str) -> None:
+    """Raises BackendError when a TensorRT call reports failure (False or None)."""
+    if ok is None or ok is False:
+        raise BackendError(f"tensorrt: {what} failed (see the TensorRT log above)")
 
 
 class TensorRTEngine(Engine):
@@ -87,16 +102,17 @@ class TensorRTEngine(Engine):
             raise BackendError(f"{name}: engine file {plan} does not exist (python -m export --tensorrt)")
         self.runtime = trt.Runtime(logger_)
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"{name}: TensorRT could not deserialize {plan} (built with another TensorRT version?)")
+        _check(self.engine, f"{name}: deserializing {plan} (built with another TensorRT version?)")
         self.stream = torch.cuda.Stream()
         self.contexts = []
         for profile in range(max(1, self.engine.num_optimization_profiles)):
             context = self.engine.create_execution_context()
-            if context is None:
-                raise BackendError(f"{name}: could not create an execution context for profile {profile}")
+            _check(context, f"{name}: creating an execution context for profile {profile}")
             if self.engine.num_optimization_profiles > 1:
-                context.set_optimization_profile_async(profile, self.stream.cuda_stream)
+                _check(
+                    context.set_optimization_profile_async(profile, self.stream.cuda_stream),
+                    f"{name}: selecting optimization profile {profile}",
+                )
             self.contexts.append(context)
         self.stream.synchronize()
         self._dtypes = {
@@ -118,52 +134,57 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = tuple(specs_in), tuple(specs_out)
         self._scratch = torch.zeros(1, dtype=torch.float32, device="cuda")
 
-    def run_tensors(self, feeds: dict[str, Any], profile: int = 0) -> dict[str, Any]:
-        """Runs on torch CUDA tensors (no host copies).
+    def run_tensors(
+        self, feeds: dict[str, Any], profile: int = 0, outputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Runs on CUDA tensors (no host copies), writing into ``outputs`` where given.
 
         Args:
-            feeds: Input name -> CUDA tensor of the engine's dtype.
+            feeds: Input name -> contiguous CUDA tensor of the engine's dtype.
             profile: Optimization profile (execution context) to use.
+            outputs: Output name -> preallocated contiguous CUDA tensor of the inferred shape; the others are
+                allocated for this call.
 
         Returns:
-            Output name -> new CUDA tensor.
+            Output name -> tensor.
 
         Raises:
-            BackendError: For missing/unknown inputs, a wrong dtype, a shape outside the profile or a failed launch.
+            BackendError: For missing/unknown inputs, a wrong dtype or shape, a shape outside the profile or a failed
+                launch.
         """
         torch = self._torch
-        expected = {s.name: s for s in self.inputs}
-        if set(feeds) != set(expected):
-            raise BackendError(f"{self.name}: inputs {sorted(feeds)} != engine inputs {sorted(expected)}")
+        self.check_feeds(feeds)
         if not 0 <= profile < len(self.contexts):
             raise BackendError(f"{self.name}: profile {profile} does not exist ({len(self.contexts)} profiles)")
         context = self.contexts[profile]
-        keep = []
         for name, tensor in feeds.items():
-            if str(tensor.dtype).removeprefix("torch.") != expected[name].dtype:
-                raise BackendError(
-                    f"{self.name}: input {name} is {tensor.dtype}, engine expects {expected[name].dtype}"
-                )
-            tensor = tensor.contiguous()
-            keep.append(tensor)
-            if not context.set_input_shape(name, tuple(tensor.shape)):
-                raise BackendError(f"{self.name}: shape {tuple(tensor.shape)} of {name} is outside profile {profile}")
-            context.set_tensor_address(name, tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr())
-        outputs = {}
+            if not tensor.is_contiguous():
+                raise BackendError(f"{self.name}: input {name} is not contiguous")
+            _check(context.set_input_shape(name, tuple(tensor.shape)), f"{self.name}: shape {tuple(tensor.shape)} of {name} in profile {profile}")
+            _check(
+                context.set_tensor_address(name, tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()),
+                f"{self.name}: binding {name}",
+            )
+        results = dict(outputs or {})
         for spec in self.outputs:
             shape = tuple(context.get_tensor_shape(spec.name))
             if any(d < 0 for d in shape):
                 raise BackendError(f"{self.name}: output {spec.name} shape {shape} is not determined by the inputs")
-            out = torch.empty(shape, dtype=getattr(torch, spec.dtype), device="cuda")
-            outputs[spec.name] = out
-            context.set_tensor_address(spec.name, out.data_ptr() if out.numel() else self._scratch.data_ptr())
+            out = results.get(spec.name)
+            if out is None:
+                out = results[spec.name] = torch.empty(shape, dtype=getattr(torch, spec.dtype), device="cuda")
+            elif tuple(out.shape) != shape or not out.is_contiguous():
+                raise BackendError(f"{self.name}: output buffer {spec.name} is {tuple(out.shape)}, the engine writes {shape}")
+            _check(
+                context.set_tensor_address(spec.name, out.data_ptr() if out.numel() else self._scratch.data_ptr()),
+                f"{self.name}: binding {spec.name}",
+            )
         self.stream.wait_stream(torch.cuda.current_stream())
         start = time.perf_counter()
-        if not context.execute_async_v3(self.stream.cuda_stream):
-            raise BackendError(f"{self.name}: execute_async_v3 failed (see the TensorRT log)")
+        _check(context.execute_async_v3(self.stream.cuda_stream), f"{self.name}: execute_async_v3")
         self.stream.synchronize()
         self.last_inference_ms = (time.perf_counter() - start) * 1e3
-        return outputs
+        return results
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """numpy in/out through ``run_tensors`` with profile 0."""
@@ -182,54 +203,49 @@ class TensorRTBackend(ModelBackend):
 
     Args:
         engines_dir: Directory written by ``python -m export --tensorrt``.
-        precision: Engines to run ("fp16" or "fp32"); default fp16 when built, else fp32.
+        precision: Engines to run (``fp16`` or ``fp32``); they must have been built.
 
     Raises:
-        BackendError: If TensorRT/CUDA is unavailable, the manifest has no engines, or an engine fails to load.
+        BackendError: If TensorRT/CUDA is unavailable, the precision was not built, or an engine fails to load.
     """
 
     name = "tensorrt"
 
-    def __init__(self, engines_dir: Path, precision: str | None = None) -> None:
+    def __init__(self, engines_dir: Path, precision: str = "fp16") -> None:
         trt, torch = _import_runtime()
         self._torch = torch
         self.engines_dir = Path(engines_dir)
         try:
             self.manifest = Manifest.load(self.engines_dir)
-            built = sorted(self.manifest.data.get("tensorrt", {}))
-            self.precision = precision or ("fp16" if "fp16" in built else (built[0] if built else "fp16"))
-            entries = self.manifest.tensorrt_engines(self.precision)
-            self._table = self.manifest.embedding_table(self.precision).open()
+            entries = self.manifest.tensorrt_engines(precision)
+            table = self.manifest.embedding_table(precision).open()
         except ManifestError as exc:
             raise BackendError(f"tensorrt backend: {exc}") from exc
-        missing = [g for g in GRAPHS if g not in entries]
+        missing = [g for g in GRAPH_NAMES if g not in entries]
         if missing:
-            raise BackendError(f"tensorrt backend: no {self.precision} engine for {missing} in {self.engines_dir}")
-        model = self.manifest.model
-        self.hidden_size, self.vocab_size = self.manifest.hidden_size, self.manifest.vocab_size
-        self.max_position_embeddings = int(model["max_position_embeddings"])
+            raise BackendError(f"tensorrt backend: no {precision} engine for {missing} in {self.engines_dir}")
+        self.precision = precision
+        self.device = "cuda:0"
+        self.facts = self.manifest.model
+        self.clip_preprocess = self.manifest.clip_preprocess
         self.action_token_ids = self.manifest.action_token_ids
         self.random_weights = self.manifest.random_weights
         self.tokenizer_dir = self.manifest.tokenizer_dir
-        self.top_k, self.largest = int(model["top_k"]), bool(model["largest"])
-        self.num_layers = int(model["num_layers"])
-        self.rope = RopeSpec(head_dim=int(model["head_dim"]), theta=float(model["rope_theta"]))
+        self.rope = self.facts.rope
         trt_logger = trt.Logger(trt.Logger.WARNING)
         self.engines = {
-            g: TensorRTEngine(f"{g}[trt {self.precision}]", Path(entries[g]["file"]), trt, torch, trt_logger)
-            for g in GRAPHS
+            g: TensorRTEngine(f"{g}[trt {precision}]", Path(entries[g]["file"]), trt, torch, trt_logger)
+            for g in GRAPH_NAMES
         }
-        decoder = self.engines["decoder"]
-        past = [s for s in decoder.inputs if s.name.startswith("past_key_values.")]
-        self._kv_dtype = getattr(torch, past[0].dtype)
-        self._kv_heads, self._head_dim = int(past[0].shape[1]), int(past[0].shape[3])
+        decoder = self.engines[DECODER]
+        past = next(s for s in decoder.inputs if s.name == past_key_name(0))
+        self._kv_dtype = getattr(torch, past.dtype)
         if len(decoder.contexts) < 2:
             raise BackendError("tensorrt backend: the decoder engine needs 2 optimization profiles (prefill, decode)")
+        self._table = torch.from_numpy(np.asarray(table, dtype=np.float32)).to("cuda")  # uploaded once
+        self._logits = torch.empty((1, self.vocab_size), dtype=torch.float32, device="cuda")
         logger.info(
-            "tensorrt backend: %s (%s)%s",
-            self.engines_dir,
-            self.precision,
-            " [random weights]" if self.random_weights else "",
+            "tensorrt backend: %s (%s)%s", self.engines_dir, precision, " [random weights]" if self.random_weights else ""
         )
 
     def _cuda(self, array: np.ndarray, dtype: Any) -> Any:
@@ -239,71 +255,84 @@ class TensorRTBackend(ModelBackend):
         return tensor.detach().to("cpu", self._torch.float32).numpy()
 
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
-        """CLIP + image ETP per frame."""
-        out = self.engines["image_encoder"].run_tensors(
-            {"pixel_values": self._cuda(context_pixels, self._torch.float32)}
-        )
-        return ImageFeatures(
-            clip_features=self._numpy(out["clip_features"]), image_tokens=self._numpy(out["image_tokens"])
-        )
+        """CLIP + image ETP per frame (device tensors)."""
+        out = self.engines[IMAGE_ENCODER].run_tensors({"pixel_values": self._cuda(context_pixels, self._torch.float32)})
+        features = out["clip_features"]
+        return ImageFeatures(features, out["image_tokens"], self._numpy(features.mean(dim=1)))
 
-    def select_frames(self, clip_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def select_frames(self, clip_features: Any) -> tuple[np.ndarray, np.ndarray]:
         """Frame scores (engine) and the top-K (host)."""
-        out = self.engines["frame_selector"].run_tensors(
-            {"clip_features": self._cuda(clip_features, self._torch.float32)}
-        )
-        scores = self._numpy(out["frame_scores"])
-        return scores, select_top_k(scores, self.top_k, self.largest)
+        feats = self._torch.as_tensor(clip_features, device="cuda").float().contiguous()
+        scores = self._numpy(self.engines[FRAME_SELECTOR].run_tensors({"clip_features": feats})["frame_scores"])
+        return scores, select_top_k(scores, self.facts.top_k, self.facts.largest)
 
-    def encode_video(self, video_pixels: np.ndarray) -> np.ndarray:
-        """VideoMamba + pooling + video ETP on the 8 selected frames."""
-        out = self.engines["video_encoder"].run_tensors({"video_pixels": self._cuda(video_pixels, self._torch.float32)})
-        return self._numpy(out["video_tokens"])
+    def encode_video(self, video_pixels: np.ndarray) -> Any:
+        """VideoMamba + pooling + video ETP on the 8 selected frames (device tensor)."""
+        pixels = self._cuda(video_pixels, self._torch.float32)
+        return self.engines[VIDEO_ENCODER].run_tensors({"video_pixels": pixels})["video_tokens"]
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
-        """Rows of the tied embedding table (float32).
+        """Rows of the tied embedding table (float32)."""
+        return self._numpy(self._rows(ids))
+
+    def _rows(self, ids: Sequence[int]) -> Any:
+        index = self._torch.from_numpy(check_token_ids(ids, self.vocab_size)).to("cuda")
+        return self._table.index_select(0, index)
+
+    def allocate_kv(self, capacity: int) -> PingPongKV:
+        """A ping-pong cache of CUDA buffers in the engines' KV dtype."""
+        from runtime.backends.kv_torch import torch_ping_pong_kv
+
+        f = self.facts
+        return torch_ping_pong_kv(self.rope, f.num_layers, f.num_key_value_heads, capacity, self._kv_dtype, "cuda")
+
+    def decode(self, segments: Sequence[Segment], kv: KVCache) -> np.ndarray:
+        """Prefill/append (profile 0) or single-token decode (profile 1) in place; the cache stays on the GPU.
 
         Raises:
-            BackendError: If an id is outside ``[0, V)``.
-        """
-        return lookup_rows(self._table, ids, self.vocab_size)
-
-    def decode(
-        self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
-    ) -> tuple[np.ndarray, KVState]:
-        """Prefill/append (profile 0) or single-token decode (profile 1); the cache stays on the GPU.
-
-        Raises:
-            BackendError: For a wrong shape or a past that is not a TorchKVState.
+            BackendError: For a cache of another backend or rows that do not fit it.
         """
         torch = self._torch
-        position_ids = check_decode_inputs(inputs_embeds, position_ids, self.hidden_size)
-        if past is not None and not isinstance(past, TorchKVState):
-            raise BackendError(f"decode: the tensorrt backend needs a TorchKVState past, got {type(past).__name__}")
-        feeds: dict[str, Any] = {
-            "inputs_embeds": self._cuda(inputs_embeds, torch.float32),
-            "position_ids": self._cuda(position_ids, torch.int64),
-        }
-        if past is None:
-            empty = torch.zeros((1, self._kv_heads, 0, self._head_dim), dtype=self._kv_dtype, device="cuda")
-            layers = [(empty, empty)] * self.num_layers
-        else:
-            layers = [(k.to("cuda", self._kv_dtype), v.to("cuda", self._kv_dtype)) for k, v in past.layers]
-        for i, (k, v) in enumerate(layers):
-            feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = k, v
-        profile = (
-            DECODE_PROFILE if inputs_embeds.shape[1] == 1 and past is not None and past.length > 0 else PREFILL_PROFILE
-        )
-        out = self.engines["decoder"].run_tensors(feeds, profile)
-        present = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self.num_layers)]
-        return self._numpy(out["logits"]), TorchKVState.after_decode(present, self.rope, past, position_ids)
+        if not isinstance(kv, PingPongKV):
+            raise BackendError(f"decode: the tensorrt backend needs its own PingPongKV, got {type(kv).__name__}")
+        parts = []
+        for segment in segments:
+            if isinstance(segment, (list, tuple)):
+                if segment:
+                    parts.append(self._rows(segment))
+            else:
+                parts.append(torch.as_tensor(segment, device="cuda").float().reshape(-1, self.hidden_size))
+        if not parts:
+            raise BackendError("decode: no input rows (every segment is empty)")
+        embeds = torch.cat(parts, dim=0)[None].contiguous()
+        positions = kv.new_positions(embeds.shape[1])
+        feeds: dict[str, Any] = {"inputs_embeds": embeds, "position_ids": self._cuda(positions, torch.int64)}
+        outputs: dict[str, Any] = {"logits": self._logits}
+        for i, ((k, v), (pk, pv)) in enumerate(zip(kv.layer_views(), kv.output_views(embeds.shape[1]))):
+            feeds[past_key_name(i)], feeds[past_value_name(i)] = k, v
+            outputs[present_key_name(i)], outputs[present_value_name(i)] = pk, pv
+        profile = DECODE_PROFILE if embeds.shape[1] == 1 and kv.length > 0 else PREFILL_PROFILE
+        self.engines[DECODER].run_tensors(feeds, profile, outputs)
+        kv.commit(positions)
+        return self._numpy(self._logits[0])
+
+    def stack(self, arrays: Sequence[Any]) -> Any:
+        """Stacks per-frame device tensors."""
+        return self._torch.stack(list(arrays))
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """A float32 numpy copy."""
+        return self._numpy(self._torch.as_tensor(array))
 
     def stage_times_ms(self) -> dict[str, float]:
         """Duration of each engine's last call in ms (GPU work, synchronised)."""
-        return {name: engine.last_inference_ms for name, engine in self.engines.items()}
+        keys = {IMAGE_ENCODER: "image_encoder", FRAME_SELECTOR: "frame_selection", VIDEO_ENCODER: "video_encoder",
+                DECODER: "decoder"}
+        return {keys[name]: engine.last_inference_ms for name, engine in self.engines.items()}
 
     def close(self) -> None:
-        """Releases every engine."""
-        for engine in self.engines.values():
+        """Releases every engine and buffer."""
+        for engine in getattr(self, "engines", {}).values():
             engine.close()
-        self.__dict__.pop("_table", None)
+        for attr in ("_table", "_logits"):
+            self.__dict__.pop(attr, None)

@@ -1,8 +1,12 @@
-"""The ``pytorch`` backend: the reference model's stage methods behind the ModelBackend API.
+"""The ``pytorch`` backend: the reference model's stage methods behind the ModelBackend API, on CPU or CUDA.
 
-It is the numerical reference the exported backends are compared with, and the fallback that runs without exported
-engines. Arrays cross the boundary as numpy (float32 for features and logits, int64 for indices); the KV cache stays
-in torch tensors (:class:`~runtime.backends.kv.TorchKVState`), so appending a window never copies the past to numpy.
+It is the numerical reference the exported backends are compared with, and the backend that runs without exported
+engines. ``device`` (``cpu``, ``cuda``, ``cuda:N``) is an ordinary setting: on a GPU the visual features stay
+device-resident torch tensors from ``encode_images`` to ``decode`` (only pixels go up, only logits come down), and the
+KV cache is a preallocated in-place cache on the device (:class:`~runtime.backends.kv_torch.TorchCacheKV`).
+
+This module (and ``kv_torch``) is the only part of the runtime that imports torch, transformers and the reference
+package.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.manifest import Manifest, ManifestError
-from mobile_videogpt.checkpoint import load_model
+from engine_format import FormatError
+from engine_format.manifest import Manifest, ManifestError
+from engine_format.tokenizer import Tokenizer
+from engine_format.vocab import IMAGE_TOKEN, ActionTokenIds, load_action_tokens, plan_action_token_ids
+from mobile_videogpt.checkpoint import CheckpointError, load_model
+from mobile_videogpt.config import ModelConfigError
+from mobile_videogpt.facts import model_facts
 from mobile_videogpt.synthetic import is_synthetic
-from mobile_videogpt.vocab import ActionTokenIds, load_action_tokens, plan_action_token_ids
-from runtime.backends.base import BackendError, ImageFeatures, KVState, ModelBackend
-from runtime.backends.kv import RopeSpec, TorchKVState
+from mobile_videogpt.vocab import extend_tokenizer
+from runtime.backends.base import BackendError, ImageFeatures, ModelBackend, Segment, check_token_ids
+from runtime.backends.kv import KVCache
+from runtime.backends.kv_torch import TorchCacheKV
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,8 @@ class TorchBackend(ModelBackend):
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         scan_impl: Selective-scan implementation; ``chunked`` is the fast one, ``ref`` the golden loop.
         threads: torch intra-op threads for this process (0 keeps torch's default).
+        tokenizer_dir: Where the extended tokenizer is (an engines directory's ``tokenizer``); default: the
+            checkpoint's tokenizer, extended with the action tokens in memory.
 
     Raises:
         BackendError: For an unknown precision, fp16 on CPU, a missing CUDA device or an unloadable checkpoint.
@@ -53,16 +65,19 @@ class TorchBackend(ModelBackend):
         device: str = "cpu",
         scan_impl: str = "chunked",
         threads: int = 0,
+        tokenizer_dir: str | Path | None = None,
     ) -> None:
         if precision not in PRECISION_DTYPES:
             raise BackendError(f"pytorch backend: precision {precision!r} is not one of {sorted(PRECISION_DTYPES)}")
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise BackendError(f"pytorch backend: device {device!r} is not a torch device ({exc})") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise BackendError(f"pytorch backend: device {device!r} requested but CUDA is not available")
         if precision == "fp16" and dev.type != "cuda":
             raise BackendError(
-                f"pytorch backend: precision fp16 needs a CUDA device, got device {device!r} "
-                "(use precision fp32 on CPU)"
+                f"pytorch backend: precision fp16 needs a CUDA device, got device {device!r} (use precision fp32 on CPU)"
             )
         if threads < 0:
             raise BackendError(f"pytorch backend: threads = {threads}: must be >= 0 (0 = torch default)")
@@ -73,21 +88,27 @@ class TorchBackend(ModelBackend):
             if not path.is_dir():
                 raise BackendError(f"pytorch backend: {what} directory {path} does not exist")
         self.precision = precision
-        self.device = dev
+        self._device = dev
+        self.device = str(dev)
         self._dtype = PRECISION_DTYPES[precision]
         self._stage_ms: dict[str, float] = {}
-        # extend_vocab: the action tokens must exist as embedding rows whether or not the checkpoint was trained.
-        self.model = load_model(self.model_dir, self.clip_dir, self._dtype, dev, scan_impl=scan_impl, extend_vocab=True)
-        text_cfg = self.model.lm.config
-        self.hidden_size = int(self.model.config.hidden_size)
-        self.vocab_size = int(self.model.vocab_size)
-        self.max_position_embeddings = int(text_cfg.max_position_embeddings)
-        self.rope = RopeSpec.from_qwen2_config(text_cfg)
-        recorded = load_action_tokens(self.model_dir)
+        try:
+            # extend_vocab: the action tokens must exist as embedding rows whether or not the checkpoint was trained.
+            self.model = load_model(
+                self.model_dir, self.clip_dir, self._dtype, dev, scan_impl=scan_impl, extend_vocab=True
+            )
+            recorded = load_action_tokens(self.model_dir)
+        except (CheckpointError, ModelConfigError, FormatError, OSError) as exc:
+            raise BackendError(f"pytorch backend: cannot load {self.model_dir} + {self.clip_dir}: {exc}") from exc
         # A checkpoint without action_tokens.json got the rows appended by load_model: the last three.
-        self.action_token_ids: ActionTokenIds | None = recorded or plan_action_token_ids(self.vocab_size - 3)
+        self.action_token_ids: ActionTokenIds = recorded or plan_action_token_ids(self.model.vocab_size - 3)
+        self._tokenizer = self._load_tokenizer(Path(tokenizer_dir) if tokenizer_dir is not None else None)
+        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else self.model_dir
+        self.facts = model_facts(
+            self.model, self.model_dir, len(self._tokenizer), int(self._tokenizer.token_to_id(IMAGE_TOKEN) or 0)
+        )
+        self.rope = self.facts.rope
         self.random_weights = is_synthetic(self.model_dir)
-        self.tokenizer_dir = self.model_dir
         self.clip_preprocess = self.model.clip_preprocess  # the CLIP directory's preprocessor_config.json
         logger.info(
             "pytorch backend: %s on %s (%s, scan %s)%s",
@@ -98,84 +119,126 @@ class TorchBackend(ModelBackend):
             " [random weights]" if self.random_weights else "",
         )
 
+    def _load_tokenizer(self, tokenizer_dir: Path | None) -> Tokenizer:
+        """The extended tokenizer: saved beside engines, or the checkpoint's extended in memory."""
+        try:
+            if tokenizer_dir is not None:
+                tokenizer = Tokenizer.from_dir(tokenizer_dir)
+            else:
+                from transformers import PreTrainedTokenizerFast
+
+                if not (self.model_dir / "tokenizer.json").is_file():
+                    raise FormatError(f"no tokenizer.json in {self.model_dir}: the runtime needs the model's tokenizer")
+                hf = PreTrainedTokenizerFast.from_pretrained(str(self.model_dir))
+                extend_tokenizer(hf, self.action_token_ids.next)  # idempotent for an already extended tokenizer
+                tokenizer = Tokenizer(hf.backend_tokenizer, self.model_dir / "tokenizer.json")
+            tokenizer.check_action_tokens(self.action_token_ids)
+        except (FormatError, ValueError, OSError) as exc:
+            raise BackendError(f"pytorch backend: tokenizer: {exc}") from exc
+        return tokenizer
+
     @classmethod
     def from_engines(cls, engines_dir: str | Path, **kwargs: object) -> TorchBackend:
-        """Builds the reference for the checkpoint an engines directory was exported from.
-
-        Args:
-            engines_dir: Directory with ``manifest.json`` written by ``python -m export``.
-            **kwargs: Passed to the constructor (``precision``, ``device``, ``scan_impl``, ``threads``).
-
-        Returns:
-            The backend.
+        """Builds the reference for the checkpoint an engines directory was exported from (and its tokenizer).
 
         Raises:
             BackendError: If the manifest is missing or does not record the checkpoint directories.
         """
-        model_dir, clip_dir = manifest_checkpoint_dirs(Path(engines_dir))
-        return cls(model_dir, clip_dir, **kwargs)  # type: ignore[arg-type]
+        try:
+            manifest = Manifest.load(engines_dir)
+        except ManifestError as exc:
+            raise BackendError(str(exc)) from exc
+        model_dir, clip_dir = manifest_checkpoint_dirs(manifest)
+        return cls(model_dir, clip_dir, tokenizer_dir=manifest.tokenizer_dir, **kwargs)  # type: ignore[arg-type]
+
+    def load_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer with the action tokens at this backend's ids."""
+        return self._tokenizer
 
     # ------------------------------------------------------------------ stages
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # CUDA calls are async; time the work, not the launch
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)  # CUDA calls are async; time the work, not the launch
         self._stage_ms[stage] = (time.perf_counter() - start) * 1e3
 
     def _to_model(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device, self._dtype)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self._device, self._dtype)
 
     @staticmethod
     def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().to("cpu", torch.float32).numpy()
 
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
-        """CLIP + image ETP per frame: ``[F,3,224,224]`` -> features ``[F,196,768]``, tokens ``[F,144,H]``."""
+        """CLIP + image ETP per frame: ``[F,3,224,224]`` -> device tensors ``[F,196,768]`` and ``[F,144,H]``."""
         _check_pixels("encode_images", context_pixels, None)
         with self._timed("image_encoder"):
             features = self.model.encode_images(self._to_model(context_pixels))
             tokens = self.model.project_images(features)
-        return ImageFeatures(clip_features=self._to_numpy(features), image_tokens=self._to_numpy(tokens))
+            clip_mean = self._to_numpy(features.float().mean(dim=1))
+        return ImageFeatures(clip_features=features, image_tokens=tokens, clip_mean=clip_mean)
 
-    def select_frames(self, clip_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def select_frames(self, clip_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Frame scores ``[2,8]`` and the top-4 per chunk ``[2,4]`` (ascending)."""
         with self._timed("frame_selection"):
-            scores = self.model.score_frames(self._to_model(clip_features))
+            scores = self.model.score_frames(torch.as_tensor(clip_features).to(self._device, self._dtype))
             selected = self.model.select_frames(scores)
         return self._to_numpy(scores), selected.detach().cpu().numpy().astype(np.int64)
 
-    def encode_video(self, video_pixels: np.ndarray) -> np.ndarray:
-        """VideoMamba + pooling + video ETP on the 8 selected frames -> ``[2,49,H]``."""
-        _check_pixels("encode_video", video_pixels, self.model.config.videomamba.num_frames)
+    def encode_video(self, video_pixels: np.ndarray) -> torch.Tensor:
+        """VideoMamba + pooling + video ETP on the 8 selected frames -> device tensor ``[2,49,H]``."""
+        _check_pixels("encode_video", video_pixels, self.facts.selected_frames)
         with self._timed("video_encoder"):
             tokens = self.model.encode_video(self._to_model(video_pixels))
             projected = self.model.project_video(self.model.pool_video(tokens))
-        return self._to_numpy(projected)
+        return projected
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
         """Rows of the tied embedding table ``[S,H]``."""
-        return self._to_numpy(self.model.embed_tokens(list(ids)))
+        return self._to_numpy(self.model.embed_tokens(check_token_ids(ids, self.vocab_size).tolist()))
 
-    def decode(
-        self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
-    ) -> tuple[np.ndarray, KVState]:
-        """Prefill / append / single-token decode; returns last-position logits ``[1,V]`` and the new cache."""
-        if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1 or inputs_embeds.shape[2] != self.hidden_size:
-            raise BackendError(
-                f"decode: inputs_embeds has shape {inputs_embeds.shape}, expected [1, S, {self.hidden_size}]"
-            )
-        if position_ids.shape != inputs_embeds.shape[:2]:
-            raise BackendError(f"decode: position_ids {position_ids.shape} must be [1, S] = {inputs_embeds.shape[:2]}")
-        if past is not None and not isinstance(past, TorchKVState):
-            raise BackendError(f"decode: the pytorch backend needs a TorchKVState past, got {type(past).__name__}")
-        pos = torch.as_tensor(np.asarray(position_ids, dtype=np.int64), device=self.device)
+    def allocate_kv(self, capacity: int) -> TorchCacheKV:
+        """A preallocated in-place cache on the model's device, in its dtype."""
+        return TorchCacheKV(self.model.allocate_cache(capacity), self.rope)
+
+    def decode(self, segments: Sequence[Segment], kv: KVCache) -> np.ndarray:
+        """Prefill / append / single-token decode in place; returns last-position logits ``[V]`` float32.
+
+        Raises:
+            BackendError: For a cache of another backend, ids out of range or rows that do not fit.
+        """
+        if not isinstance(kv, TorchCacheKV):
+            raise BackendError(f"decode: the pytorch backend needs its own TorchCacheKV, got {type(kv).__name__}")
+        parts = []
+        for segment in segments:
+            if isinstance(segment, (list, tuple)):
+                if segment:
+                    parts.append(self.model.embed_tokens(check_token_ids(segment, self.vocab_size).tolist()))
+                continue
+            rows = torch.as_tensor(segment)
+            if rows.shape[-1] != self.hidden_size:
+                raise BackendError(f"decode: a feature segment has width {rows.shape[-1]}, the decoder {self.hidden_size}")
+            parts.append(rows.reshape(-1, self.hidden_size).to(self._device, self._dtype))
+        if not parts:
+            raise BackendError("decode: no input rows (every segment is empty)")
+        embeds = torch.cat(parts, dim=0)[None]
+        positions = kv.new_positions(embeds.shape[1])
+        if kv.length + embeds.shape[1] > kv.capacity:
+            raise BackendError(f"decode: {kv.length} + {embeds.shape[1]} positions exceed the KV capacity {kv.capacity}")
         with self._timed("decoder"):
-            logits, present = self.model.decode_step(
-                self._to_model(inputs_embeds), past.layers if past is not None else None, pos
-            )
-        return self._to_numpy(logits), TorchKVState.after_decode(present, self.rope, past, position_ids)
+            logits = self.model.forward_cached(embeds, kv.cache, torch.from_numpy(positions).to(self._device))
+        kv.record_append(positions)
+        return self._to_numpy(logits[0])
+
+    def stack(self, arrays: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stacks per-frame device tensors."""
+        return torch.stack(list(arrays))
+
+    def to_host(self, array: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A float32 numpy copy."""
+        return self._to_numpy(torch.as_tensor(array))
 
     def stage_times_ms(self) -> dict[str, float]:
         """Duration of the last call of each stage in ms."""
@@ -192,19 +255,7 @@ def _check_pixels(stage: str, pixels: np.ndarray, frames: int | None) -> None:
         raise BackendError(f"{stage}: pixels have shape {pixels.shape}, expected {want}")
 
 
-def load_manifest(engines_dir: Path) -> Manifest:
-    """Reads ``engines_dir/manifest.json`` through the exporter's validating reader.
-
-    Raises:
-        BackendError: If it is missing, malformed or of another format version.
-    """
-    try:
-        return Manifest.load(engines_dir)
-    except ManifestError as exc:
-        raise BackendError(str(exc)) from exc
-
-
-def manifest_checkpoint_dirs(engines_dir: Path) -> tuple[Path, Path]:
+def manifest_checkpoint_dirs(manifest: Manifest) -> tuple[Path, Path]:
     """The checkpoint and CLIP directories an engines directory was exported from (``source`` in the manifest).
 
     Relative paths are resolved against the current directory first, then against the engines directory.
@@ -212,10 +263,10 @@ def manifest_checkpoint_dirs(engines_dir: Path) -> tuple[Path, Path]:
     Raises:
         BackendError: If the manifest does not record them.
     """
-    source = load_manifest(engines_dir).data.get("source")
-    if not isinstance(source, dict) or "model_dir" not in source or "clip_dir" not in source:
+    source = manifest.source
+    if "model_dir" not in source or "clip_dir" not in source:
         raise BackendError(
-            f"{Path(engines_dir) / 'manifest.json'}: no source.model_dir / source.clip_dir recorded; "
+            f"{manifest.root / 'manifest.json'}: no source.model_dir / source.clip_dir recorded; "
             "pass --model/--clip to run the pytorch backend"
         )
 
@@ -223,6 +274,6 @@ def manifest_checkpoint_dirs(engines_dir: Path) -> tuple[Path, Path]:
         path = Path(str(value))
         if path.is_absolute() or path.exists():
             return path
-        return Path(engines_dir) / path
+        return manifest.root / path
 
     return resolve(source["model_dir"]), resolve(source["clip_dir"])

@@ -1,26 +1,22 @@
 """``manifest.json``: what an engines directory holds and everything the runtime needs without the checkpoint.
 
-Written by ``python -m export`` into ``engines/<name>/``; read by the ONNX Runtime and TensorRT backends and the
-parity harness through :class:`Manifest`. Keys (``FORMAT_VERSION`` 1)::
+Written by ``python -m export`` into ``engines/<name>/``; read by every backend through :meth:`Manifest.load`, which
+validates the whole file once into typed records. Keys (:data:`FORMAT_VERSION` 2)::
 
     format_version, name, created (UTC ISO time), random_weights
-    source        model_dir, clip_dir (as given at export), preset (synthetic preset or null), fingerprint
-                  (sha256 over config files, safetensors headers and sizes), files
-    libraries     python, torch, transformers, onnx, onnxruntime, numpy, (tensorrt)
-    export        opset, exporter ("torch.onnx legacy TorchScript"), scan_impl, attention ("eager"), fp16_policy
-    model         hidden_size, vocab_size (embedding rows incl. action tokens), tokenizer_size, num_layers,
-                  num_attention_heads, num_key_value_heads, head_dim, rope_theta, rms_norm_eps,
-                  max_position_embeddings, num_frames, chunk_size, top_k, largest, image_tokens_per_frame,
-                  video_tokens_per_chunk, num_visual_tokens, eos_token_ids, image_token_id
-    action_tokens {"<next>": id, "<feedback>": id, "<correct>": id}
-    streaming_prompt_ids  StreamingPromptIds.as_dict() of the extended tokenizer
-    tokenizer_dir "tokenizer" (tokenizer files + action_tokens.json, copied so the runtime needs no checkpoint)
-    precisions    ["fp32", "fp16"]
-    graphs        {precision: {graph: {file, data_file, bytes, seconds, nodes, opset, inputs, outputs,
-                  dynamic_axes, [fp16], [embedding_table]}}}
-    tensorrt      {precision: {graph: {file, sidecar, profiles, ...}}}   (only with --tensorrt)
-
-This module does not import onnx or the exporter, so the runtime can read manifests cheaply.
+    source          model_dir, clip_dir (as given at export), preset (synthetic preset or null), sha256
+                    (fingerprint over config files, safetensors headers and sizes), files
+    libraries       versions of the libraries that shaped the files
+    export          opset, exporter, scan_impl, attention, fp16_policy (informational)
+    model           ModelFacts (geometry, RoPE inverse frequencies, eos ids)
+    clip_preprocess the checkpoint's CLIP preprocessing values (ClipPreprocessConfig)
+    action_tokens   {"<next>": id, "<feedback>": id, "<correct>": id}
+    prompt          {"instruction": text, "ids": StreamingPromptIds} with the default coaching instruction
+    tokenizer_dir   "tokenizer" (tokenizer.json extended with <image> and the action tokens, action_tokens.json)
+    precisions      ["fp32", "fp16"]
+    graphs          {precision: {graph: {file, data_file, bytes, seconds, nodes, opset, inputs, outputs,
+                    dynamic_axes, [fp16], [embedding_table]}}}
+    tensorrt        {precision: {graph: {file, sidecar, profiles, ...}}}   (only with --tensorrt)
 """
 
 from __future__ import annotations
@@ -38,10 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from mobile_videogpt.vocab import ActionTokenIds
+from engine_format import FormatError
+from engine_format.geometry import ModelFacts
+from engine_format.io import GRAPH_NAMES, PRECISIONS, TensorSpec
+from engine_format.preprocess import ClipPreprocessConfig
+from engine_format.prompt import StreamingPromptIds
+from engine_format.vocab import ActionTokenIds
 
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TOKENIZER_DIR = "tokenizer"
 _FINGERPRINT_FILES = (
     "config.json",
@@ -51,10 +52,11 @@ _FINGERPRINT_FILES = (
 )
 
 
-class ManifestError(RuntimeError):
+class ManifestError(FormatError):
     """A manifest is missing, malformed, or does not describe what is asked of it."""
 
 
+# ---------------------------------------------------------------------------------------------------- writing
 def _safetensors_header(path: Path) -> bytes:
     """The 8-byte length prefix and JSON header of a safetensors file (names, dtypes, shapes, offsets)."""
     with path.open("rb") as f:
@@ -68,13 +70,8 @@ def _safetensors_header(path: Path) -> bytes:
 def checkpoint_fingerprint(model_dir: Path, clip_dir: Path) -> dict[str, Any]:
     """Identifies a checkpoint pair cheaply: sha256 over config files, safetensors headers and file sizes.
 
-    Args:
-        model_dir: Checkpoint directory.
-        clip_dir: CLIP directory.
-
     Returns:
-        ``{"sha256": hex, "files": [{"path", "bytes"}]}`` (paths relative to their directory, prefixed
-        ``model/`` or ``clip/``).
+        ``{"sha256": hex, "files": [{"path", "bytes"}]}`` (paths prefixed ``model/`` or ``clip/``).
     """
     digest = hashlib.sha256()
     files: list[dict[str, Any]] = []
@@ -95,7 +92,7 @@ def checkpoint_fingerprint(model_dir: Path, clip_dir: Path) -> dict[str, Any]:
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape the exported files (absent ones are left out)."""
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt"):
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "tokenizers"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -109,36 +106,18 @@ def utc_now() -> str:
 
 
 def write_manifest(root: Path, data: Mapping[str, Any]) -> Path:
-    """Writes ``root/manifest.json``.
+    """Validates ``data`` as a manifest (as the runtime will read it) and writes ``root/manifest.json``.
 
-    Args:
-        root: Engines directory.
-        data: The manifest.
-
-    Returns:
-        The file.
+    Raises:
+        ManifestError: If ``data`` would not load.
     """
+    Manifest.from_data(Path(root), dict(data), check_files=False)
     path = Path(root) / MANIFEST_FILE
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
 
 
 # ---------------------------------------------------------------------------------------------------- reading
-@dataclass(frozen=True)
-class TensorInfo:
-    """One graph input or output as recorded.
-
-    Attributes:
-        name: Tensor name.
-        dtype: numpy dtype name.
-        shape: Dimensions; str for symbolic ones.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-
 @dataclass(frozen=True)
 class GraphFile:
     """One exported ONNX graph.
@@ -154,8 +133,8 @@ class GraphFile:
     name: str
     precision: str
     path: Path
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -177,10 +156,7 @@ class EmbeddingTable:
     shape: tuple[int, int]
 
     def open(self) -> np.memmap:
-        """Memory-maps the table read-only.
-
-        Returns:
-            ``[V, H]`` array backed by the file (pages are read on access).
+        """Memory-maps the table read-only (``[V, H]``, pages read on access).
 
         Raises:
             ManifestError: If the file is shorter than the recorded extent or the length does not match the shape.
@@ -194,46 +170,39 @@ class EmbeddingTable:
 
 
 def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
+    if not isinstance(data, Mapping) or key not in data:
         raise ManifestError(f"{where}: missing key {key!r}")
     return data[key]
 
 
-def _tensor_infos(entries: Any, where: str) -> tuple[TensorInfo, ...]:
-    if not isinstance(entries, list):
-        raise ManifestError(f"{where}: expected a list of tensors")
-    return tuple(
-        TensorInfo(
-            str(_require(e, "name", where)), str(_require(e, "dtype", where)), tuple(_require(e, "shape", where))
-        )
-        for e in entries
-    )
-
-
 @dataclass(frozen=True)
 class Manifest:
-    """A parsed ``manifest.json`` plus the directory it lives in.
+    """A validated ``manifest.json`` plus the directory it lives in.
 
     Attributes:
-        root: Engines directory.
+        root: Engines directory (absolute).
         data: The raw JSON object.
+        model: Geometry and vocabulary facts.
+        clip_preprocess: The checkpoint's CLIP preprocessing values.
+        action_token_ids: The action-token ids.
+        prompt_ids: The streaming prompt ids built with :attr:`prompt_instruction`.
+        prompt_instruction: The coaching instruction those ids were built with.
     """
 
     root: Path
     data: dict[str, Any]
+    model: ModelFacts
+    clip_preprocess: ClipPreprocessConfig
+    action_token_ids: ActionTokenIds
+    prompt_ids: StreamingPromptIds
+    prompt_instruction: str
 
     @classmethod
     def load(cls, root: Path | str) -> Manifest:
         """Reads and validates ``root/manifest.json``.
 
-        Args:
-            root: Engines directory.
-
-        Returns:
-            The manifest.
-
         Raises:
-            ManifestError: If the file is missing, not JSON, of another format version, or lacks a required key.
+            ManifestError: If the file is missing, not JSON, of another format version, or malformed.
         """
         root = Path(root)
         path = root / MANIFEST_FILE
@@ -243,30 +212,57 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_data(root, data)
+
+    @classmethod
+    def from_data(cls, root: Path, data: Any, check_files: bool = True) -> Manifest:
+        """Validates a parsed manifest.
+
+        Args:
+            root: Engines directory.
+            data: The parsed JSON.
+            check_files: Also check that every graph file exists.
+
+        Raises:
+            ManifestError: Naming the offending key.
+        """
+        where = str(Path(root) / MANIFEST_FILE)
         if not isinstance(data, dict):
-            raise ManifestError(f"{path} must hold a JSON object")
+            raise ManifestError(f"{where} must hold a JSON object")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ManifestError(f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}")
-        for key in ("model", "graphs", "precisions", "action_tokens", "source", "streaming_prompt_ids"):
-            _require(data, key, str(path))
-        return cls(root.resolve(), data)
+            raise ManifestError(
+                f"{where}: format_version {version!r}, this code reads {FORMAT_VERSION} (re-export: python -m export)"
+            )
+        for key in ("model", "graphs", "precisions", "action_tokens", "source", "prompt", "clip_preprocess"):
+            _require(data, key, where)
+        try:
+            model = ModelFacts.from_dict(data["model"], f"{where} model")
+            clip = ClipPreprocessConfig.from_dict(data["clip_preprocess"], f"{where} clip_preprocess")
+            actions = ActionTokenIds.from_dict(data["action_tokens"], f"{where} action_tokens")
+            prompt = _require(data, "prompt", where)
+            prompt_ids = StreamingPromptIds.from_dict(_require(prompt, "ids", f"{where} prompt"), f"{where} prompt.ids")
+        except FormatError as exc:
+            raise ManifestError(str(exc)) from exc
+        instruction = _require(prompt, "instruction", f"{where} prompt")
+        if not isinstance(instruction, str):
+            raise ManifestError(f"{where} prompt.instruction must be a string")
+        if actions.vocab_size != model.vocab_size:
+            raise ManifestError(f"{where}: action tokens {actions.as_dict()} do not end at vocab_size {model.vocab_size}")
+        precisions = data["precisions"]
+        if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
+            raise ManifestError(f"{where}: precisions {precisions!r} must be a non-empty subset of {PRECISIONS}")
+        manifest = cls(Path(root).resolve(), data, model, clip, actions, prompt_ids, instruction)
+        for precision in precisions:
+            for graph in GRAPH_NAMES:
+                manifest.graph(precision, graph, check_file=check_files)
+        return manifest
 
-    # ------------------------------------------------------------------ model facts
+    # ------------------------------------------------------------------ facts
     @property
-    def model(self) -> dict[str, Any]:
-        """The ``model`` section (geometry)."""
-        return self.data["model"]
-
-    @property
-    def hidden_size(self) -> int:
-        """H."""
-        return int(_require(self.model, "hidden_size", "manifest model"))
-
-    @property
-    def vocab_size(self) -> int:
-        """Embedding rows V (the logits width)."""
-        return int(_require(self.model, "vocab_size", "manifest model"))
+    def name(self) -> str:
+        """Engines name."""
+        return str(self.data.get("name", self.root.name))
 
     @property
     def precisions(self) -> list[str]:
@@ -279,36 +275,26 @@ class Manifest:
         return bool(self.data.get("random_weights", False))
 
     @property
-    def action_token_ids(self) -> ActionTokenIds:
-        """The action-token ids."""
-        tokens = self.data["action_tokens"]
-        try:
-            return ActionTokenIds(next=tokens["<next>"], feedback=tokens["<feedback>"], correct=tokens["<correct>"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"manifest action_tokens {tokens!r} are invalid: {exc}") from exc
-
-    @property
     def tokenizer_dir(self) -> Path:
         """Directory of the copied tokenizer files."""
         return self.root / str(self.data.get("tokenizer_dir", TOKENIZER_DIR))
 
+    @property
+    def source(self) -> dict[str, Any]:
+        """The ``source`` section (checkpoint directories as given at export, preset, fingerprint)."""
+        return dict(self.data["source"])
+
     # ------------------------------------------------------------------ files
-    def graph(self, precision: str, name: str) -> GraphFile:
+    def graph(self, precision: str, name: str, check_file: bool = True) -> GraphFile:
         """One exported graph.
-
-        Args:
-            precision: "fp32" or "fp16".
-            name: Graph name.
-
-        Returns:
-            Its file and I/O.
 
         Raises:
             ManifestError: If that precision or graph was not exported or its file is missing.
         """
         graphs = self.data["graphs"]
-        if precision not in graphs:
-            raise ManifestError(f"{self.root}: precision {precision!r} was not exported (have {sorted(graphs)})")
+        if not isinstance(graphs, dict) or precision not in graphs:
+            have = sorted(graphs) if isinstance(graphs, dict) else graphs
+            raise ManifestError(f"{self.root}: precision {precision!r} was not exported (have {have})")
         if name not in graphs[precision]:
             raise ManifestError(
                 f"{self.root}: graph {name!r} missing for {precision} (have {sorted(graphs[precision])})"
@@ -316,20 +302,22 @@ class Manifest:
         entry = graphs[precision][name]
         where = f"{self.root} graphs.{precision}.{name}"
         path = self.root / str(_require(entry, "file", where))
-        if not path.is_file():
+        if check_file and not path.is_file():
             raise ManifestError(f"{where}: {path} does not exist")
+        inputs = _require(entry, "inputs", where)
+        outputs = _require(entry, "outputs", where)
+        if not isinstance(inputs, list) or not isinstance(outputs, list):
+            raise ManifestError(f"{where}: inputs/outputs must be lists")
         return GraphFile(
-            name, precision, path, _tensor_infos(entry.get("inputs"), where), _tensor_infos(entry.get("outputs"), where)
+            name,
+            precision,
+            path,
+            tuple(TensorSpec.from_dict(e, where) for e in inputs),
+            tuple(TensorSpec.from_dict(e, where) for e in outputs),
         )
 
     def embedding_table(self, precision: str) -> EmbeddingTable:
         """The tied embedding table stored in that precision's decoder data file.
-
-        Args:
-            precision: "fp32" or "fp16".
-
-        Returns:
-            Its location.
 
         Raises:
             ManifestError: If the decoder entry does not record it.
@@ -337,13 +325,21 @@ class Manifest:
         decoder = self.graph(precision, "decoder")
         entry = self.data["graphs"][precision]["decoder"]
         table = _require(entry, "embedding_table", f"{self.root} graphs.{precision}.decoder")
-        return EmbeddingTable(
-            path=decoder.path.parent / str(table["file"]),
-            offset=int(table["offset"]),
-            length=int(table["length"]),
-            dtype=str(table["dtype"]),
-            shape=(int(table["shape"][0]), int(table["shape"][1])),
-        )
+        try:
+            return EmbeddingTable(
+                path=decoder.path.parent / str(table["file"]),
+                offset=int(table["offset"]),
+                length=int(table["length"]),
+                dtype=str(table["dtype"]),
+                shape=(int(table["shape"][0]), int(table["shape"][1])),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ManifestError(f"{self.root} graphs.{precision}.decoder.embedding_table is malformed: {exc}") from exc
+
+    @property
+    def tensorrt_precisions(self) -> list[str]:
+        """Precisions TensorRT engines were built for (empty without ``--tensorrt``)."""
+        return sorted(self.data.get("tensorrt", {}))
 
     def tensorrt_engines(self, precision: str) -> dict[str, dict[str, Any]]:
         """The TensorRT section for one precision (graph -> entry with absolute ``file``).
@@ -354,6 +350,7 @@ class Manifest:
         section = self.data.get("tensorrt", {})
         if precision not in section:
             raise ManifestError(
-                f"{self.root}: no TensorRT engines for {precision} (build them: python -m export --tensorrt)"
+                f"{self.root}: no TensorRT {precision} engines (built: {sorted(section) or 'none'}; "
+                "build them: python -m export --tensorrt)"
             )
         return {name: {**entry, "file": str(self.root / entry["file"])} for name, entry in section[precision].items()}

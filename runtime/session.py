@@ -1,0 +1,254 @@
+"""``StreamSession``: the synchronous per-window step every consumer runs.
+
+The webcam CLI and the demo run it through :class:`~runtime.engine.StreamingEngine` (capture and inference threads);
+the benchmarks (CPU and GPU), the parity harness's end-to-end check and training's data checks call it directly:
+
+    session = StreamSession(config, backend, tokenizer, publish=bus.publish)
+    session.start()                                  # KV cache + system prefix, outside any window's latency
+    outcome = session.step(window, frames_in_window) # decide (and speak) one window
+    session.skip(window, "behind")                   # account for a window that will never be processed
+
+``step`` samples the window's frames by time, runs the stages of :mod:`runtime.stages` in order, publishes
+``WindowDecided`` (and the feedback events), and returns what happened. Every count and latency lands in
+:attr:`StreamSession.stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine_format import FormatError
+from engine_format.prompt import StreamingPromptIds, streaming_prompt_ids
+from engine_format.vocab import FEEDBACK
+from runtime.backends.base import Array, ModelBackend
+from runtime.config import ConfigError, StreamingConfig
+from runtime.context import DecoderContext
+from runtime.events import Event, WindowDecided, WindowSkipped
+from runtime.feature_cache import FrameFeatureCache
+from runtime.frames import Frame
+from runtime.policies import FeedbackGate, RepeatFilter, build_policy
+from runtime.stages import (
+    DecisionStage,
+    DecoderStage,
+    FeedbackResult,
+    FeedbackStage,
+    FrameSelectStage,
+    ImageStage,
+    TokenizerLike,
+    VideoStage,
+    WindowWork,
+)
+from runtime.stats import STAGES, RunStats, RunSummary
+from runtime.windowing import Window, sample_window_frames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    """What :meth:`StreamSession.step` did for one window.
+
+    Attributes:
+        decided: The published decision.
+        feedback: The generated feedback when the action was ``<feedback>``.
+        work: The stage record (features, logits; for benchmarks and checks).
+    """
+
+    decided: WindowDecided
+    feedback: FeedbackResult | None
+    work: WindowWork
+
+
+def resolve_stop_ids(tokenizer: TokenizerLike, stop_tokens: Sequence[str]) -> list[int]:
+    """Maps ``generation.stop_tokens`` to single token ids.
+
+    Raises:
+        ConfigError: Naming the stop token that is not one token of the tokenizer.
+    """
+    try:
+        return [tokenizer.single_token_id(t, f"generation.stop_tokens[{i}]") for i, t in enumerate(stop_tokens)]
+    except FormatError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+class StreamSession:
+    """The streaming conversation over one backend: stages, decoder context, policy, gate and statistics.
+
+    Args:
+        config: The streaming configuration.
+        backend: The model backend.
+        tokenizer: The model's tokenizer (``backend.load_tokenizer()``).
+        publish: Receives every event (``WindowDecided``, ``WindowSkipped``, feedback and context events).
+
+    Raises:
+        ConfigError: If the configuration does not fit the model (stop tokens, ``context.max_tokens``).
+    """
+
+    def __init__(
+        self,
+        config: StreamingConfig,
+        backend: ModelBackend,
+        tokenizer: TokenizerLike,
+        publish: Callable[[Event], Any] | None = None,
+    ) -> None:
+        self.config, self.backend, self.tokenizer = config, backend, tokenizer
+        self._publish = publish or (lambda event: None)
+        gen = config.generation
+        self.action_ids = backend.action_token_ids
+        self.prompt: StreamingPromptIds = streaming_prompt_ids(tokenizer.encode, gen.instruction)
+        stop_ids = set(resolve_stop_ids(tokenizer, gen.stop_tokens)) | set(self.action_ids.ids)
+        self.visual_rows = backend.facts.num_visual_tokens
+        if config.window.frames_per_window != backend.facts.num_frames:
+            raise ConfigError(
+                f"window.frames_per_window = {config.window.frames_per_window}: the model takes "
+                f"{backend.facts.num_frames} frames per window"
+            )
+        self.cache: FrameFeatureCache[tuple[Array, Array, np.ndarray]] = FrameFeatureCache(config.cache.max_frames)
+        reserve = 1 + gen.max_new_tokens + len(self.prompt.turn_end_ids)
+        self.context = DecoderContext(backend, self.prompt, config.context, reserve_tokens=reserve, on_event=self._emit)
+        self.context.check_fits(self.visual_rows)
+        self.gate = FeedbackGate.from_config(config.decision)
+        self.repeats = RepeatFilter(config.decision.suppress_repeats)
+        self.policy = build_policy(config.policy)
+        self.stages = (
+            ImageStage(backend, self.cache),
+            FrameSelectStage(backend),
+            VideoStage(backend),
+            DecoderStage(self.context, self.action_ids, self.visual_rows),
+            DecisionStage(self.policy, self.gate),
+        )
+        self.feedback_stage = FeedbackStage(
+            self.context, tokenizer, gen.max_new_tokens, stop_ids, self.action_ids, self.repeats, self._emit
+        )
+        self.stats = RunStats()
+        self.last_decision: WindowDecided | None = None
+
+    def _emit(self, event: Event) -> None:
+        self._publish(event)
+
+    def start(self) -> None:
+        """Allocates the KV cache and prefills the system prefix (idempotent)."""
+        self.context.prefill_prefix()
+
+    def skip(self, window: Window, reason: str) -> None:
+        """Accounts for a window that will never be processed and publishes ``WindowSkipped``."""
+        self.stats.skipped[reason] += 1
+        self._emit(WindowSkipped(window.index, reason))
+
+    def step(self, window: Window, frames: Sequence[Frame], latest_timestamp: float | None = None) -> WindowOutcome:
+        """Decides one complete window (and generates its feedback when the action is ``<feedback>``).
+
+        Args:
+            window: The window.
+            frames: Candidate frames (normally those inside the window); ``num_frames`` are sampled by time.
+            latest_timestamp: Newest captured timestamp when the window is decided (for the lag); default its end.
+
+        Returns:
+            The outcome.
+
+        Raises:
+            ValueError: If ``frames`` is empty.
+        """
+        started = time.perf_counter()
+        sampled = sample_window_frames(frames, window, self.config.window.frames_per_window)
+        work = WindowWork(window, sampled)
+        work.timings.add("frame_decode", float(np.mean([f.decode_ms for f in sampled])))
+        for stage in self.stages:
+            stage.process(work)
+        timings = work.timings.ms
+        timings["total"] = (time.perf_counter() - started) * 1e3 + timings["frame_decode"]
+        assert work.decision is not None and work.action_logits is not None
+        gated = work.decision
+        lag = max(0.0, (latest_timestamp if latest_timestamp is not None else window.t_end) - window.t_end)
+        decided = WindowDecided(
+            window_index=window.index,
+            t_start=window.t_start,
+            t_end=window.t_end,
+            action=gated.action,
+            confidence=gated.confidence,
+            raw_action=gated.raw_action,
+            latency_ms={k: round(v, 3) for k, v in timings.items()},
+            skipped_total=self.stats.skipped_total,
+            cache_hit_rate=self.cache.hit_rate,
+            kv_bytes=self.context.kv_bytes,
+            gate_reason=gated.reason,
+            lag_s=lag,
+            context_tokens=self.context.length,
+            context_windows=len(self.context.windows),
+            action_logits=[float(x) for x in work.action_logits],
+        )
+        self._record(decided, timings)
+        self._emit(decided)
+        self.last_decision = decided
+        feedback = None
+        if gated.action == FEEDBACK:
+            feedback = self.feedback_stage.process(work)
+            self.stats.feedbacks += 1
+            self.stats.suppressed += int(feedback.suppressed)
+            self.stats.ttft.add(feedback.ttft_ms)
+            if feedback.tokens_per_s > 0:
+                self.stats.tokens_per_s.add(feedback.tokens_per_s)
+        else:
+            self.context.close_turn(self.action_ids.id_of(gated.action))  # <next> or <correct>
+        self.stats.kv_max = max(self.stats.kv_max, self.context.kv_bytes)
+        return WindowOutcome(decided, feedback, work)
+
+    def _record(self, decided: WindowDecided, timings: dict[str, float]) -> None:
+        s = self.stats
+        s.processed += 1
+        s.actions[decided.action] += 1
+        s.lag.add(decided.lag_s)
+        s.kv_max = max(s.kv_max, decided.kv_bytes)
+        for stage in STAGES:
+            if stage in timings:
+                s.stage[stage].add(timings[stage])
+
+    def summary(
+        self,
+        *,
+        ended_by: str = "end_of_stream",
+        wall_s: float = 0.0,
+        stream_s: float = 0.0,
+        frames_captured: int = 0,
+        frames_overwritten: int = 0,
+    ) -> RunSummary:
+        """The session's statistics as a :class:`RunSummary` (the capture figures come from the caller)."""
+        s, ctx = self.stats, self.context
+        downgrades = dict(self.gate.downgrades)
+        if self.repeats.suppressed:
+            downgrades["repeat"] = self.repeats.suppressed
+        return RunSummary(
+            backend=self.backend.name,
+            precision=self.backend.precision,
+            device=self.backend.device,
+            random_weights=bool(self.backend.random_weights),
+            policy=self.policy.name,
+            ended_by=ended_by,
+            wall_s=wall_s,
+            stream_s=stream_s,
+            frames_captured=frames_captured,
+            frames_overwritten=frames_overwritten,
+            windows_processed=s.processed,
+            windows_skipped=s.skipped_total,
+            skipped_by_reason=dict(s.skipped),
+            actions=dict(s.actions),
+            feedbacks=s.feedbacks,
+            feedbacks_suppressed=s.suppressed,
+            cache_hit_rate=self.cache.hit_rate,
+            lag_s=s.lag.percentiles(),
+            stage_ms={k: v.percentiles() for k, v in s.stage.items()},
+            ttft_ms=s.ttft.percentiles(),
+            tokens_per_s=s.tokens_per_s.percentiles(),
+            kv_bytes_last=ctx.kv_bytes,
+            kv_bytes_max=s.kv_max,
+            context_evictions=dict(ctx.evictions),
+            context_clears=dict(ctx.clears),
+            gate_downgrades=downgrades,
+        )
+

@@ -1,0 +1,104 @@
+"""The synthetic exercise scene: a deterministic stick figure doing squats (the one scene generator).
+
+Used by the synthetic source (tests, demo, benchmarks) and by the parity harness for its input frames. The scene
+repeats every :attr:`SquatScene.CYCLE_S` seconds: the figure stands still for :attr:`SquatScene.STILL_S` seconds,
+then does squat reps of :attr:`SquatScene.REP_S` seconds each for the rest of the cycle. A static seeded background
+texture and a small seeded per-frame sensor noise make frames realistic but reproducible: the same arguments always
+give bit-identical frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+class SquatScene:
+    """Renders the squat scene.
+
+    Args:
+        size: Frame size as ``(height, width)``; both >= 32.
+        seed: Seed for the background texture and the sensor noise.
+        noise_std: Standard deviation of the per-frame sensor noise (0-255 scale), >= 0.
+
+    Raises:
+        ValueError: For an out-of-range argument.
+    """
+
+    CYCLE_S = 8.0
+    STILL_S = 3.0
+    REP_S = 1.25
+
+    def __init__(self, size: tuple[int, int] = (240, 320), seed: int = 0, noise_std: float = 2.0) -> None:
+        if len(size) != 2 or size[0] < 32 or size[1] < 32:
+            raise ValueError(f"size = {size}: must be (height, width) with both >= 32")
+        if noise_std < 0:
+            raise ValueError(f"noise_std = {noise_std}: must be >= 0")
+        self.size = (int(size[0]), int(size[1]))
+        self.seed = seed
+        self.noise_std = noise_std
+        self._background = self._make_background()
+
+    @classmethod
+    def squat_depth(cls, t: float) -> float:
+        """Squat depth in ``[0, 1]`` at stream time ``t`` (0 = standing)."""
+        phase = t % cls.CYCLE_S
+        if phase < cls.STILL_S:
+            return 0.0
+        return 0.5 * (1.0 - math.cos(2.0 * math.pi * (phase - cls.STILL_S) / cls.REP_S))
+
+    @classmethod
+    def is_moving(cls, t: float) -> bool:
+        """Whether the figure is in a rep phase (not standing still) at time ``t``."""
+        return (t % cls.CYCLE_S) >= cls.STILL_S
+
+    def render(self, t: float, index: int) -> np.ndarray:
+        """The RGB ``uint8`` frame at stream time ``t``; ``index`` seeds its sensor noise."""
+        image = self._background.copy()
+        self._draw_figure(image, self.squat_depth(t))
+        if self.noise_std > 0:
+            rng = np.random.default_rng((self.seed, index))
+            noise = rng.normal(0.0, self.noise_std, size=image.shape)
+            image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        return image
+
+    def frames(self, n: int, fps: float = 30.0, start: int = 0) -> np.ndarray:
+        """``n`` consecutive frames ``[n, H, W, 3]`` from frame ``start`` at ``fps``."""
+        return np.stack([self.render((start + i) / fps, start + i) for i in range(n)])
+
+    def _make_background(self) -> np.ndarray:
+        height, width = self.size
+        rng = np.random.default_rng(self.seed)
+        # Low-resolution noise upsampled to a smooth "wall" texture.
+        coarse = rng.uniform(70, 120, size=(8, 10, 3)).astype(np.float32)
+        wall = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        floor_y = int(0.9 * height)
+        wall[floor_y:] = (95, 80, 60)
+        return np.clip(wall, 0, 255).astype(np.uint8)
+
+    def _draw_figure(self, image: np.ndarray, depth: float) -> None:
+        height, width = self.size
+        cx = width / 2.0
+        thick = max(2, height // 40)
+        foot = (cx, 0.9 * height)
+        hip = (cx - 0.10 * width * depth, (0.56 + 0.16 * depth) * height)
+        knee = (cx + 0.10 * width * depth, (0.73 + 0.03 * depth) * height)
+        torso = 0.24 * height
+        lean = 0.5 * depth  # radians of forward lean at the bottom of a squat
+        shoulder = (hip[0] + torso * math.sin(lean), hip[1] - torso * math.cos(lean))
+        hand = (shoulder[0] + 0.16 * width * (0.3 + 0.7 * depth), shoulder[1] + 0.10 * height * (1.0 - depth))
+        head = (shoulder[0] + 0.02 * width * depth, shoulder[1] - 0.07 * height)
+
+        def pt(p: tuple[float, float]) -> tuple[int, int]:
+            return int(round(p[0])), int(round(p[1]))
+
+        leg_colour, body_colour, skin = (40, 60, 160), (200, 60, 50), (230, 190, 160)
+        cv2.line(image, pt(foot), pt(knee), leg_colour, thick, cv2.LINE_AA)
+        cv2.line(image, pt(knee), pt(hip), leg_colour, thick, cv2.LINE_AA)
+        cv2.line(image, pt(hip), pt(shoulder), body_colour, thick + 2, cv2.LINE_AA)
+        cv2.line(image, pt(shoulder), pt(hand), skin, thick, cv2.LINE_AA)
+        cv2.circle(image, pt(head), max(4, int(0.05 * height)), skin, -1, cv2.LINE_AA)
+        # A weight plate held in the hands moves with the arms.
+        cv2.circle(image, pt(hand), max(3, int(0.03 * height)), (30, 30, 30), -1, cv2.LINE_AA)

@@ -1,0 +1,158 @@
+"""Run statistics: typed counters, bounded latency reservoirs and the :class:`RunSummary` a run ends with.
+
+Every per-window figure goes into a fixed-size reservoir (exact percentiles up to its capacity, a uniform sample
+after), so an hours-long stream keeps bounded memory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine_format.vocab import ACTION_TOKENS
+
+#: Stage names reported in ``WindowDecided.latency_ms`` and the run summary, in pipeline order.
+STAGES = (
+    "frame_decode",
+    "preprocess",
+    "image_encoder",
+    "frame_selection",
+    "video_encoder",
+    "decoder_append",
+    "action_decision",
+    "total",
+)
+
+
+class Reservoir:
+    """A uniform sample of at most ``capacity`` values (Vitter's algorithm R, seeded: runs are reproducible).
+
+    Args:
+        capacity: Values kept.
+        seed: Sampling seed.
+    """
+
+    def __init__(self, capacity: int = 4096, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity = {capacity}: must be >= 1")
+        self.capacity = capacity
+        self.values: list[float] = []
+        self.count = 0
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        """Offers one value."""
+        self.count += 1
+        if len(self.values) < self.capacity:
+            self.values.append(float(value))
+            return
+        slot = self._rng.randrange(self.count)
+        if slot < self.capacity:
+            self.values[slot] = float(value)
+
+    def percentiles(self) -> dict[str, float]:
+        """``{"p50", "p95", "n"}`` (n counts every value offered)."""
+        if not self.values:
+            return {"p50": 0.0, "p95": 0.0, "n": 0}
+        arr = np.asarray(self.values, dtype=np.float64)
+        return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "n": self.count}
+
+
+@dataclass
+class RunStats:
+    """Counters and reservoirs of one streaming session (filled by the session, read by the summary)."""
+
+    processed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=lambda: Counter({a: 0 for a in ACTION_TOKENS}))
+    feedbacks: int = 0
+    suppressed: int = 0
+    kv_max: int = 0
+    lag: Reservoir = field(default_factory=Reservoir)
+    stage: dict[str, Reservoir] = field(default_factory=lambda: {s: Reservoir() for s in STAGES})
+    ttft: Reservoir = field(default_factory=Reservoir)
+    tokens_per_s: Reservoir = field(default_factory=Reservoir)
+
+    @property
+    def skipped_total(self) -> int:
+        """Windows skipped, every reason."""
+        return sum(self.skipped.values())
+
+
+@dataclass
+class RunSummary:
+    """What one streaming run did.
+
+    Attributes:
+        backend: Backend name.
+        precision: Backend precision.
+        device: Backend device.
+        random_weights: The model has random weights (its actions and text are meaningless).
+        policy: Policy name.
+        ended_by: ``end_of_stream``, ``duration``, ``stopped`` or ``interrupted`` (Ctrl-C).
+        wall_s: Wall-clock duration of the run.
+        stream_s: Stream time covered (last captured timestamp minus the first).
+        frames_captured: Frames read from the source.
+        frames_overwritten: Frames lost because the ring buffer was full.
+        windows_processed: Windows decided.
+        windows_skipped: Windows never processed.
+        skipped_by_reason: Of which, by reason (``behind``, ``overwritten``).
+        actions: Count of each gated action.
+        feedbacks: Feedbacks generated (suppressed repeats included).
+        feedbacks_suppressed: Of which suppressed as repeats.
+        cache_hit_rate: Feature-cache hit rate.
+        lag_s: p50/p95 of the stream-time lag from a window's end to its decision.
+        stage_ms: p50/p95 per stage (see :data:`STAGES`).
+        ttft_ms: p50/p95 of feedback time to first token.
+        tokens_per_s: p50/p95 of feedback decoding speed.
+        kv_bytes_last: KV cache size at the end.
+        kv_bytes_max: Largest KV cache size seen.
+        context_evictions: Evictions by reason.
+        context_clears: Clears by reason.
+        gate_downgrades: Gate downgrades by reason (``repeat`` counts suppressed texts).
+    """
+
+    backend: str
+    precision: str
+    device: str
+    random_weights: bool
+    policy: str
+    ended_by: str = "end_of_stream"
+    wall_s: float = 0.0
+    stream_s: float = 0.0
+    frames_captured: int = 0
+    frames_overwritten: int = 0
+    windows_processed: int = 0
+    windows_skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    feedbacks: int = 0
+    feedbacks_suppressed: int = 0
+    cache_hit_rate: float = 0.0
+    lag_s: dict[str, float] = field(default_factory=dict)
+    stage_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    ttft_ms: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: dict[str, float] = field(default_factory=dict)
+    kv_bytes_last: int = 0
+    kv_bytes_max: int = 0
+    context_evictions: dict[str, int] = field(default_factory=dict)
+    context_clears: dict[str, int] = field(default_factory=dict)
+    gate_downgrades: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def headline(self) -> str:
+        """One human-readable line (the webcam CLI prints it)."""
+        p50 = ", ".join(f"{k} {v['p50']:.0f}" for k, v in self.stage_ms.items() if v.get("n"))
+        label = " [RANDOM WEIGHTS: actions and text are meaningless]" if self.random_weights else ""
+        return (
+            f"{self.backend}/{self.precision}/{self.device}{label}: {self.windows_processed} windows processed, "
+            f"{self.windows_skipped} skipped, {self.feedbacks} feedbacks, cache hit rate {self.cache_hit_rate:.2f}, "
+            f"lag p50 {self.lag_s.get('p50', 0.0):.2f} s; stage p50 ms: {p50}"
+        )
