@@ -25,7 +25,11 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+# The demo runs the runtime on exported engines; the exporter runs here, never inside the runtime.
+engines/tiny/manifest.json: $(STAMP)
+	$(BIN)/python -m export --preset tiny
+
+demo: $(STAMP) engines/tiny/manifest.json
 	$(BIN)/python -m runtime.demo
 
 export: $(STAMP)

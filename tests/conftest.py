@@ -53,3 +53,20 @@ def tiny_model(tiny_checkpoint: tuple[Path, Path]):  # noqa: ANN201 - returns Mo
     from mobile_videogpt.checkpoint import load_model
 
     return load_model(*tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported once per session (``python -m export``, fp32 + fp16, in-process)."""
+    from export.__main__ import main
+
+    model_dir, clip_dir = tiny_checkpoint
+    out = tmp_path_factory.mktemp("engines")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tracing on a shared 2-core machine: one thread is several times faster
+    try:
+        code = main(["--model", str(model_dir), "--clip", str(clip_dir), "--out", str(out), "--name", "tiny", "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, "python -m export failed on the tiny checkpoint"
+    return out / "tiny"

@@ -194,7 +194,7 @@ class PingPongKV(KVCache):
         kv_heads: Hkv.
         capacity: Largest number of cached positions.
         zeros: Allocates a flat zeroed buffer of ``n`` elements in the cache dtype (numpy or torch).
-        to_f32: fp32 copy of an array (rotation arithmetic).
+        to_f32: fp32 *copy* of an array (rotation arithmetic; it must not alias the input).
         constant: numpy -> backend array (the rotation's cos/sin).
         itemsize: Bytes per element.
     """

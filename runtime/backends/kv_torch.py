@@ -13,6 +13,11 @@ from mobile_videogpt.kv_cache import PreallocatedCache
 from runtime.backends.kv import KVCache, PingPongKV, rotate_keys
 
 
+def _f32_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """An fp32 copy (``.float()`` would alias an fp32 tensor, and the rotation overwrites its input)."""
+    return tensor.to(torch.float32, copy=True)
+
+
 class TorchCacheKV(KVCache):
     """The PyTorch backend's cache: a transformers ``PreallocatedCache`` (``[1, Hkv, C, D]`` per layer) the reference
     decoder appends to in place.
@@ -51,7 +56,7 @@ class TorchCacheKV(KVCache):
         device = self.cache.buffers()[0][0].device
         c, s = torch.from_numpy(cos).to(device), torch.from_numpy(sin).to(device)
         for key, _ in self.cache.views():
-            rotate_keys(key[:, :, start:], c, s, lambda t: t.float())
+            rotate_keys(key[:, :, start:], c, s, _f32_copy)
 
 
 def torch_ping_pong_kv(
@@ -64,7 +69,7 @@ def torch_ping_pong_kv(
         kv_heads,
         capacity,
         zeros=lambda n: torch.zeros(n, dtype=dtype, device=device),
-        to_f32=lambda t: t.float(),
+        to_f32=_f32_copy,
         constant=lambda a: torch.from_numpy(a).to(device),
         itemsize=torch.empty(0, dtype=dtype).element_size(),
     )

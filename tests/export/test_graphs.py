@@ -16,7 +16,7 @@ from export import graphs
 from export.onnx_export import embedding_table_location
 from mobile_videogpt import frame_selection
 from runtime.backends.base import select_top_k
-from runtime.backends.kv import NumpyKVState
+from runtime.backends.kv import PingPongKV
 
 
 def _close(name: str, ours: np.ndarray, ref: torch.Tensor | np.ndarray, atol: float = 1e-4, rtol: float = 1e-3) -> None:
@@ -71,21 +71,22 @@ def _prompt(ref_model, n: int, seed: int) -> np.ndarray:  # noqa: ANN001
 def test_decoder_prefill_matches_reference(ort_fp32, ref_model) -> None:  # noqa: ANN001
     """First prefill (Past = 0) gives the reference's last-position logits and present KV."""
     embeds = _prompt(ref_model, 20, 0)
-    pos = np.arange(20)[None]
-    logits, state = ort_fp32.decode(embeds, None, pos)
-    ref_logits, ref_present = ref_model.decode_step(torch.from_numpy(embeds), None, torch.from_numpy(pos))
-    _close("prefill logits", logits, ref_logits, atol=1e-3)
+    state = ort_fp32.allocate_kv(64)
+    logits = ort_fp32.decode([embeds[0]], state)
+    ref_logits, ref_present = ref_model.decode_step(torch.from_numpy(embeds), None, torch.arange(20)[None])
+    _close("prefill logits", logits, ref_logits[0], atol=1e-3)
     for i, (k, v) in enumerate(ref_present):
-        _close(f"present.{i}.key", state.layers[i][0], k, atol=1e-4)
-        _close(f"present.{i}.value", state.layers[i][1], v, atol=1e-4)
+        _close(f"present.{i}.key", state.layer_views()[i][0], k, atol=1e-4)
+        _close(f"present.{i}.value", state.layer_views()[i][1], v, atol=1e-4)
 
 
 def test_cached_decode_equals_recompute(ort_fp32) -> None:  # noqa: ANN001
     """Prefill + cached single-token decode gives the logits of recomputing the whole sequence (S = 1, Past > 0)."""
-    embeds = np.random.default_rng(1).standard_normal((1, 25, 128)).astype(np.float32) * 0.3
-    full, _ = ort_fp32.decode(embeds, None, np.arange(25)[None])
-    _, past = ort_fp32.decode(embeds[:, :24], None, np.arange(24)[None])
-    step, state = ort_fp32.decode(embeds[:, 24:], past, np.array([[24]]))
+    embeds = np.random.default_rng(1).standard_normal((25, 128)).astype(np.float32) * 0.3
+    full = ort_fp32.decode([embeds], ort_fp32.allocate_kv(64))
+    state = ort_fp32.allocate_kv(64)
+    ort_fp32.decode([embeds[:24]], state)
+    step = ort_fp32.decode([embeds[24:]], state)
     assert state.length == 25
     _close("cached decode vs recompute", step, full, atol=1e-4)
 
@@ -96,14 +97,15 @@ def test_appending_two_windows_equals_one_prefill(ort_fp32, ref_model) -> None: 
     rng = np.random.default_rng(3)
     w1, w2 = (rng.standard_normal((1, 30, 128)).astype(np.float32) * 0.5 for _ in range(2))
     everything = np.concatenate([prefix, w1, w2], axis=1)
-    one, _ = ort_fp32.decode(everything, None, np.arange(72)[None])
-    _, past = ort_fp32.decode(prefix, None, np.arange(12)[None])
-    _, past = ort_fp32.decode(w1, past, np.arange(12, 42)[None])
-    two, state = ort_fp32.decode(w2, past, np.arange(42, 72)[None])
-    assert isinstance(state, NumpyKVState) and state.length == 72
+    one = ort_fp32.decode([everything[0]], ort_fp32.allocate_kv(128))
+    state = ort_fp32.allocate_kv(128)
+    for part in (prefix, w1):
+        ort_fp32.decode([part[0]], state)
+    two = ort_fp32.decode([w2[0]], state)
+    assert isinstance(state, PingPongKV) and state.length == 72 and state.positions.tolist() == list(range(72))
     _close("append vs one prefill", two, one, atol=1e-4)
     ref, _ = ref_model.decode_step(torch.from_numpy(everything))
-    _close("append vs reference", two, ref, atol=1e-3)
+    _close("append vs reference", two, ref[0], atol=1e-3)
 
 
 def test_decoder_batch_axis_is_dynamic(exported_tiny: Path) -> None:

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine_format.manifest import FORMAT_VERSION, Manifest, ManifestError, checkpoint_fingerprint
+from engine_format.prompt import DEFAULT_INSTRUCTION, streaming_prompt_ids
+from engine_format.tokenizer import Tokenizer
+from engine_format.vocab import ACTION_TOKENS, load_action_tokens, plan_action_token_ids
 from export.graphs import GRAPH_NAMES, io_tables
-from export.manifest import FORMAT_VERSION, Manifest, ManifestError, checkpoint_fingerprint
-from mobile_videogpt.prompt import streaming_prompt_ids
-from mobile_videogpt.vocab import ACTION_TOKENS, load_action_tokens, plan_action_token_ids
-from runtime.backends import load_tokenizer
 from runtime.backends.base import BackendError
 
 
 def test_manifest_contents(exported_tiny: Path, tiny_checkpoint: tuple[Path, Path], ref_model) -> None:  # noqa: ANN001
-    """Geometry, action tokens, streaming prompt ids, source fingerprint, libraries, graphs and the table location."""
+    """Geometry, RoPE, CLIP values, action tokens, prompt ids, fingerprint, libraries, graphs and the table location."""
     manifest = Manifest.load(exported_tiny)
     data = manifest.data
     model_dir, clip_dir = tiny_checkpoint
@@ -42,15 +42,19 @@ def test_manifest_contents(exported_tiny: Path, tiny_checkpoint: tuple[Path, Pat
         32,
     )
     assert geo["rope_theta"] == 1e6 and geo["max_position_embeddings"] == text.max_position_embeddings
-    assert geo["num_visual_tokens"] == 2402 and geo["tokenizer_size"] == 151_669 and geo["image_token_id"] == 151_665
-    assert geo["eos_token_ids"] == [151645, 151643]
+    assert manifest.model.num_visual_tokens == 2402 and geo["tokenizer_size"] == 151_669
+    assert geo["image_token_id"] == 151_665 and geo["eos_token_ids"] == [151645, 151643]
+    # RoPE inverse frequencies are the model's own buffer, bit for bit (re-basing depends on it)
+    np.testing.assert_array_equal(manifest.model.rope.inv_freq, ref_model.lm.model.rotary_emb.inv_freq.numpy())
+    assert manifest.clip_preprocess == ref_model.clip_preprocess
 
     ids = plan_action_token_ids(151_666)
     assert data["action_tokens"] == ids.as_dict() == manifest.action_token_ids.as_dict()
     assert load_action_tokens(manifest.tokenizer_dir) == ids
-    tokenizer = load_tokenizer(manifest.tokenizer_dir, ids)
-    assert [tokenizer.convert_tokens_to_ids(t) for t in ACTION_TOKENS] == list(ids.ids)
-    assert data["streaming_prompt_ids"] == streaming_prompt_ids(tokenizer).as_dict()
+    tokenizer = Tokenizer.from_dir(manifest.tokenizer_dir)
+    assert [tokenizer.token_to_id(t) for t in ACTION_TOKENS] == list(ids.ids)
+    assert manifest.prompt_instruction == DEFAULT_INSTRUCTION
+    assert manifest.prompt_ids == streaming_prompt_ids(tokenizer.encode, DEFAULT_INSTRUCTION)
 
     assert manifest.precisions == ["fp32", "fp16"]
     tables = io_tables(ref_model)
@@ -82,11 +86,18 @@ def test_manifest_errors_name_the_problem(exported_tiny: Path, tmp_path: Path) -
     (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "action_tokens"}))
     with pytest.raises(ManifestError, match="missing key 'action_tokens'"):
         Manifest.load(tmp_path)
+    model = {k: v for k, v in data["model"].items() if k != "rope_inv_freq"}
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "model": model}))
+    with pytest.raises(ManifestError, match=r"missing keys \['rope_inv_freq'\]"):
+        Manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "model": {**data["model"], "num_layers": "2"}}))
+    with pytest.raises(ManifestError, match=r"model\.num_layers = '2': must be int"):
+        Manifest.load(tmp_path)
     (tmp_path / "manifest.json").write_text(
         json.dumps({**data, "precisions": ["fp32"], "graphs": {"fp32": data["graphs"]["fp32"]}})
     )
-    with pytest.raises(ManifestError, match="precision 'fp16' was not exported"):
-        Manifest.load(tmp_path).graph("fp16", "decoder")
+    with pytest.raises(ManifestError, match=r"graphs\.fp32\.image_encoder: .* does not exist"):
+        Manifest.load(tmp_path)  # the graph files are not in tmp_path
 
 
 def test_onnxruntime_backend_reports_missing_precision_and_fallback(exported_tiny: Path, tmp_path: Path) -> None:
@@ -94,7 +105,7 @@ def test_onnxruntime_backend_reports_missing_precision_and_fallback(exported_tin
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     partial = tmp_path / "engines"
-    shutil.copytree(exported_tiny / "tokenizer", partial / "tokenizer")
+    shutil.copytree(exported_tiny, partial)
     data = json.loads((exported_tiny / "manifest.json").read_text())
     (partial / "manifest.json").write_text(json.dumps({**data, "precisions": ["fp32"]}))
     with pytest.raises(BackendError, match="precision 'fp16' was not exported"):

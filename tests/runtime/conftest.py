@@ -18,6 +18,4 @@ def tiny_backend(tiny_checkpoint: tuple[Path, Path]):
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_backend):
     """The real Qwen2.5 tokenizer of the tiny checkpoint, with the action tokens at the backend's ids."""
-    from runtime.backends import tokenizer_for
-
-    return tokenizer_for(tiny_backend)
+    return tiny_backend.load_tokenizer()

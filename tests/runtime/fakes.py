@@ -11,13 +11,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 
-from mobile_videogpt.vocab import ActionTokenIds
-from runtime.backends.base import ImageFeatures, KVState, ModelBackend
-from runtime.backends.kv import NumpyKVState, RopeSpec
+from engine_format import FormatError
+from engine_format.geometry import ModelFacts
+from engine_format.preprocess import ClipPreprocessConfig
+from engine_format.rope import RopeSpec
+from engine_format.vocab import ActionTokenIds
+from runtime.backends.base import ImageFeatures, ModelBackend, Segment, host_embeds
+from runtime.backends.kv import KVCache, PingPongKV, numpy_kv
 
 SPECIAL = {
     "<|im_start|>": 1000,
@@ -29,13 +33,50 @@ SPECIAL = {
 }
 VOCAB = 1006
 HIDDEN = 8
-ROPE = RopeSpec(head_dim=HIDDEN, theta=10000.0)
+ROPE = RopeSpec(HIDDEN, 10000.0, 1.0 / (10000.0 ** (np.arange(0, HIDDEN, 2, dtype=np.float32) / HIDDEN)))
+FACTS = ModelFacts(
+    hidden_size=HIDDEN,
+    vocab_size=VOCAB,
+    num_layers=1,
+    num_key_value_heads=1,
+    head_dim=HIDDEN,
+    image_size=224,
+    clip_patches=196,
+    clip_hidden_size=768,
+    num_frames=16,
+    chunk_size=8,
+    top_k=4,
+    image_tokens_per_frame=144,
+    video_tokens_per_chunk=49,
+    tokenizer_size=VOCAB,
+    num_attention_heads=1,
+    rope_theta=10000.0,
+    rope_inv_freq=tuple(float(x) for x in ROPE.inv_freq),
+    rms_norm_eps=1e-6,
+    max_position_embeddings=100_000,
+    largest=True,
+    videomamba_depth=1,
+    eos_token_ids=(SPECIAL["<|im_end|>"],),
+    image_token_id=999,
+)
+
+
+class CharStream:
+    """Incremental decoding of the character tokenizer."""
+
+    def __init__(self, skip_special_tokens: bool) -> None:
+        self.skip, self.text = skip_special_tokens, ""
+
+    def push(self, token_id: int) -> str:
+        piece = CharTokenizer().decode([token_id], self.skip)
+        self.text += piece
+        return piece
 
 
 class CharTokenizer:
     """One id per character (code point mod 256); the strings in :data:`SPECIAL` are single tokens."""
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+    def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         i = 0
         while i < len(text):
@@ -47,16 +88,21 @@ class CharTokenizer:
             else:
                 ids.append(ord(text[i]) % 256)
                 i += 1
-        return SimpleNamespace(input_ids=ids)
+        return ids
 
-    def convert_tokens_to_ids(self, token: str) -> int | None:
+    def single_token_id(self, token: str, where: str) -> int:
         if token in SPECIAL:
             return SPECIAL[token]
-        return ord(token) % 256 if len(token) == 1 else None
+        if len(token) == 1:
+            return ord(token) % 256
+        raise FormatError(f"{where} = {token!r}: is not a single token of the tokenizer")
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         names = {v: k for k, v in SPECIAL.items()}
         return "".join(chr(i) if i < 256 else ("" if skip_special_tokens else names[i]) for i in ids)
+
+    def text_stream(self, skip_special_tokens: bool = True) -> CharStream:
+        return CharStream(skip_special_tokens)
 
 
 @dataclass
@@ -82,10 +128,10 @@ class FakeBackend(ModelBackend):
 
     name = "fake"
     precision = "fp32"
-    hidden_size = HIDDEN
-    vocab_size = VOCAB
+    device = "cpu"
     random_weights = False
-    max_position_embeddings = 100_000
+    clip_preprocess = ClipPreprocessConfig()
+    tokenizer_dir = Path("fake")
 
     def __init__(
         self,
@@ -94,6 +140,7 @@ class FakeBackend(ModelBackend):
         before_video: Callable[[int], None] | None = None,
     ) -> None:
         self.action_token_ids = ActionTokenIds(SPECIAL["<next>"], SPECIAL["<feedback>"], SPECIAL["<correct>"])
+        self.facts = FACTS
         self.action_logits = action_logits
         self.feedback_text = feedback_text
         self.before_video = before_video
@@ -108,7 +155,7 @@ class FakeBackend(ModelBackend):
         mean = context_pixels.mean(axis=(1, 2, 3))  # one number per frame keeps frames distinguishable
         clip = np.broadcast_to(mean[:, None, None], (len(mean), 196, 768)).astype(np.float32)
         tokens = np.broadcast_to(mean[:, None, None], (len(mean), 144, HIDDEN)).astype(np.float32)
-        return ImageFeatures(clip_features=clip, image_tokens=tokens)
+        return ImageFeatures(clip_features=clip, image_tokens=tokens, clip_mean=clip.mean(axis=1))
 
     def select_frames(self, clip_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((2, 8), np.float32), np.array([[0, 2, 4, 6], [1, 3, 5, 7]], dtype=np.int64)
@@ -119,38 +166,45 @@ class FakeBackend(ModelBackend):
         return np.full((2, 49, HIDDEN), 0.5, dtype=np.float32)
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
-        ids_arr = np.asarray(list(ids), dtype=np.float32)
-        # Column 0 carries the id so decode can tell which token it was given; the rest varies smoothly.
-        return np.stack([ids_arr] + [np.cos(ids_arr * (j + 1)) for j in range(HIDDEN - 1)], axis=-1)
+        return _table()[np.asarray(list(ids), dtype=np.int64)]
 
-    def decode(
-        self, inputs_embeds: np.ndarray, past: KVState | None, position_ids: np.ndarray
-    ) -> tuple[np.ndarray, KVState]:
-        s = inputs_embeds.shape[1]
-        rows = inputs_embeds[0]  # [S, H]
-        keys = rotate(rows, position_ids[0])[None, None]  # [1, 1, S, H]
-        values = rows[None, None].astype(np.float32)
-        if past is not None:
-            assert isinstance(past, NumpyKVState)
-            k0, v0 = past.layers[0]
-            keys, values = np.concatenate([k0, keys], axis=2), np.concatenate([v0, values], axis=2)
-        state = NumpyKVState.after_decode([(keys, values)], ROPE, past, position_ids)
+    def allocate_kv(self, capacity: int) -> PingPongKV:
+        return numpy_kv(ROPE, 1, 1, capacity, np.float32)
+
+    def decode(self, segments: Sequence[Segment], kv: KVCache) -> np.ndarray:
+        assert isinstance(kv, PingPongKV)
+        rows = host_embeds(_table(), segments, HIDDEN)[0]  # [S, H]
+        s = rows.shape[0]
+        positions = kv.new_positions(s)
+        keys = rotate(rows, positions[0])[None, None]  # [1, 1, S, H]
+        (old_k, old_v), = kv.layer_views()
+        (new_k, new_v), = kv.output_views(s)
+        new_k[:, :, : kv.length], new_v[:, :, : kv.length] = old_k, old_v
+        new_k[:, :, kv.length :], new_v[:, :, kv.length :] = keys, rows[None, None]
+        had_past = kv.length > 0
+        kv.commit(positions)
         first, last = round(float(rows[0, 0])), round(float(rows[-1, 0]))
-        self.calls.append(DecodeCall(first, last, s, position_ids[0].tolist()))
-        logits = np.full((1, VOCAB), -10.0, dtype=np.float32)
+        self.calls.append(DecodeCall(first, last, s, positions[0].tolist()))
+        logits = np.full(VOCAB, -10.0, dtype=np.float32)
         if s == 1 and last == SPECIAL["<feedback>"]:
             self._spelled = 0
         if s == 1 and (last == SPECIAL["<feedback>"] or last < 256):
             if self._spelled < len(self.feedback_text):
-                logits[0, ord(self.feedback_text[self._spelled]) % 256] = 10.0
+                logits[ord(self.feedback_text[self._spelled]) % 256] = 10.0
                 self._spelled += 1
             else:
-                logits[0, SPECIAL["<|im_end|>"]] = 10.0
-        elif past is not None and s > 100:  # a window append (2402 visual rows): the action query
+                logits[SPECIAL["<|im_end|>"]] = 10.0
+        elif had_past and s > 100:  # a window append (2402 visual rows): the action query
             ids = self.action_token_ids.ids
-            logits[0, list(ids)] = np.asarray(self.action_logits(self.windows), dtype=np.float32)
+            logits[list(ids)] = np.asarray(self.action_logits(self.windows), dtype=np.float32)
             self.windows += 1
-        return logits, state
+        return logits
+
+
+def _table() -> np.ndarray:
+    """Embedding rows: column 0 carries the id so decode can tell which token it was given; the rest varies."""
+    ids = np.arange(VOCAB, dtype=np.float32)
+    return np.stack([ids] + [np.cos(ids * (j + 1)) for j in range(HIDDEN - 1)], axis=-1)
 
 
 def rotate(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:

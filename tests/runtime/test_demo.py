@@ -1,10 +1,11 @@
-"""``python -m runtime.demo`` prerequisites: engines are exported only when missing, and a missing exporter is an error.
+"""``python -m runtime.demo`` prerequisites: it runs the configured engines and never runs the exporter itself.
 
 ``pytest tests/runtime/test_demo.py``. The full demo (export + 16 s paced stream) is exercised by ``make demo``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,27 +13,25 @@ import pytest
 from runtime import demo
 
 
-def test_existing_engines_are_used_as_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "manifest.json").write_text("{}")
-
-    def no_export(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("export must not run when the manifest exists")
-
-    monkeypatch.setattr(demo.subprocess, "run", no_export)
-    assert demo.ensure_engines(tmp_path) == tmp_path
+def test_missing_engines_are_a_clear_error_naming_make_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = demo.main(["--engines", str(tmp_path / "none"), "--video", str(tmp_path / "v.mp4")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "manifest.json does not exist" in err and "make export" in err
+    assert not (tmp_path / "v.mp4").exists(), "nothing is written before the prerequisites hold"
 
 
-def test_missing_exporter_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo.importlib.util, "find_spec", lambda _name: None)
-    with pytest.raises(demo.DemoError, match=r"has no manifest\.json and the exporter \(python -m export\) is not"):
-        demo.ensure_engines(tmp_path / "tiny")
+def test_stale_engines_are_refused_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1}))
+    assert demo.main(["--engines", str(tmp_path), "--video", str(tmp_path / "v.mp4")]) == 2
+    assert "format_version 1, this code reads 2" in capsys.readouterr().err
 
 
-def test_failed_export_is_reported_with_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Done:
-        returncode, stdout = 7, ""
-
-    monkeypatch.setattr(demo.importlib.util, "find_spec", lambda _name: object())
-    monkeypatch.setattr(demo.subprocess, "run", lambda *_a, **_k: Done())
-    with pytest.raises(demo.DemoError, match=r"python -m export failed with exit code 7 \(command: .*--name tiny"):
-        demo.ensure_engines(tmp_path / "tiny")
+def test_the_demo_streams_the_sample_through_the_runtime(tiny_engines: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "sample.mp4"
+    code = demo.main(["--engines", str(tiny_engines), "--video", str(video), "--no-paced",
+                      "--set", "policy.every_n.n=1", "--set", "generation.max_new_tokens=2"])
+    assert code == 0 and video.is_file()
+    out, err = capsys.readouterr()
+    assert '"type": "window_decided"' in out and "RANDOM WEIGHTS" in err

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.sources.scene import SquatScene
 from runtime.sources import (
     CameraSource,
     SourceError,
     SyntheticSource,
     VideoFileSource,
-    open_source,
+    source_from_spec,
     write_sample_video,
 )
 
@@ -41,10 +42,10 @@ def test_synthetic_has_still_and_moving_phases() -> None:
     assert np.array_equal(src.render(0), src.render(60))
     assert not SyntheticSource.is_moving(2.9) and SyntheticSource.is_moving(3.1)
     # Mid-rep the figure is visibly displaced.
-    mid_rep = round((SyntheticSource.STILL_S + SyntheticSource.REP_S / 2) * 30)
+    mid_rep = round((SquatScene.STILL_S + SquatScene.REP_S / 2) * 30)
     diff = np.abs(src.render(0).astype(int) - src.render(mid_rep).astype(int)).mean()
     assert diff > 1.0
-    assert SyntheticSource.squat_depth(SyntheticSource.STILL_S + SyntheticSource.REP_S / 2) == pytest.approx(1.0)
+    assert SyntheticSource.squat_depth(SquatScene.STILL_S + SquatScene.REP_S / 2) == pytest.approx(1.0)
 
 
 def test_read_requires_open() -> None:
@@ -151,16 +152,16 @@ def test_camera_read_timeout_does_not_hang() -> None:
 
 
 def test_open_source_parses_specs(tmp_path: Path) -> None:
-    assert isinstance(open_source("0"), CameraSource)
-    assert open_source(" 2 ").index == 2  # type: ignore[attr-defined]
-    synthetic = open_source("synthetic", paced=False)
+    assert isinstance(source_from_spec("0"), CameraSource)
+    assert source_from_spec(" 2 ").index == 2  # type: ignore[attr-defined]
+    synthetic = source_from_spec("synthetic", paced=False)
     assert isinstance(synthetic, SyntheticSource) and synthetic.paced is False
-    video = open_source(str(tmp_path / "x.mp4"), paced=True)
+    video = source_from_spec(str(tmp_path / "x.mp4"), paced=True)
     assert isinstance(video, VideoFileSource) and video.paced and video.path == tmp_path / "x.mp4"
     with pytest.raises(SourceError, match="camera index -1 is invalid"):
-        open_source("-1")
+        source_from_spec("-1")
     with pytest.raises(SourceError, match="--source is empty"):
-        open_source("  ")
+        source_from_spec("  ")
 
 
 def test_paced_source_keeps_the_same_timestamps() -> None:

@@ -160,7 +160,7 @@ def test_offline_run_decides_every_window(
         (["--set", "oops"], 2, "--set 'oops': expected KEY=VALUE"),
         (["--source", "/nonexistent/clip.mp4"], 3, "video file not found: /nonexistent/clip.mp4"),
         (["--source", "7"], 3, "camera index 7"),
-        (["--backend", "onnxruntime", "--engines", "/nonexistent/engines"], 2, "/nonexistent/engines does not exist"),
+        (["--backend", "onnxruntime", "--engines", "/nonexistent/engines"], 2, "/nonexistent/engines holds no exported"),
     ],
 )
 def test_cli_errors_name_the_problem(
@@ -169,6 +169,17 @@ def test_cli_errors_name_the_problem(
     base = ["--headless", "--source", "synthetic", "--log-level", "ERROR"]
     assert webcam.main([*base, *args]) == code
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_checkpoint_is_exit_2_with_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pytorch backend on an empty checkpoint directory: the documented code and message, no traceback."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "clip").mkdir()
+    args = ["--headless", "--source", "synthetic", "--log-level", "ERROR", "--backend", "pytorch",
+            "--model", str(tmp_path / "model"), "--clip", str(tmp_path / "clip")]
+    assert webcam.main(args) == webcam.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"backend error: pytorch backend: cannot load {tmp_path / 'model'}" in err and "Traceback" not in err
 
 
 def test_window_mode_without_a_display_asks_for_headless(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,6 @@
-"""StreamingEngine logic with the scripted backend: latest-wins, the gate, feedback generation, errors.
+"""StreamingEngine + StreamSession with the scripted backend: latest-wins, the gate, feedback generation, errors.
 
-``pytest tests/runtime/test_pipeline.py``. Sources run unpaced (as fast as frames render) and nothing is asserted
+``pytest tests/runtime/test_engine.py``. Sources run unpaced (as fast as frames render) and nothing is asserted
 about durations; where a slow model matters, the fake model blocks until the whole stream has been captured.
 """
 
@@ -25,8 +25,9 @@ from runtime.events import (
     WindowSkipped,
 )
 from runtime.frames import Frame
-from runtime.pipeline import STAGES, RunSummary, StreamingEngine
+from runtime.engine import StreamingEngine
 from runtime.sources import FrameSource, SourceError, SyntheticSource
+from runtime.stats import STAGES, RunSummary
 from tests.runtime.fakes import CharTokenizer, FakeBackend
 
 
