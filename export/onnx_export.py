@@ -7,7 +7,7 @@ Layout written under an engines directory (``engines/<name>/``)::
 
 Why the legacy exporter (``dynamo=False``): it handles transformers 5's Qwen2 with a flat-KV wrapper and dynamic
 past length (including Past = 0) without patches, exports CLIP and the chunked selective scan, and is what TensorRT's
-ONNX parser is most used to (``/work/shared/reference/cpu_feasibility.md`` §3, ``deployment_anchors.md`` §2).
+ONNX parser is most used to (see ``docs/export.md``).
 Attention is exported in transformers' "eager" form (explicit MatMul / Softmax) so the fp32 islands are visible
 nodes. The selective scan uses the formulation the model was loaded with (``scan_impl``); ``"scan_marker"`` is
 exported as marker nodes and rewritten into guarded ONNX ``Scan`` loops by ``export.scan_formulations``.

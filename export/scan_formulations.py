@@ -7,8 +7,8 @@ Three ways to get the scan into standard ONNX (opset 17) are built here, all wit
   ``mobile_videogpt.selective_scan.SCAN_IMPLS`` (normally ``"chunked"``) with ``torch.onnx.export(dynamo=False)``.
   This is what a whole-model export gets when it traces the model with ``scan_impl="chunked"``.
 * **chunk Scan**: :func:`build_scan_model` / :func:`append_chunk_scan` assemble an ONNX ``Scan`` over chunks of c
-  tokens with ``onnx.helper``. Body ``"guarded"`` is formulation 4c of
-  ``/work/shared/reference/selective_scan_probe.md``: per chunk an ``If`` runs the factorised form
+  tokens with ``onnx.helper``. Body ``"guarded"`` (formulation 4c in ``docs/selective_scan.md``): per chunk an ``If``
+  runs the factorised form
   h_t = E_t * (exp(A R) h_in + cumsum_s(b_s / E_s)), E_t = exp(A (T_t - R)), T = cumsum(delta), R = T at the chunk
   midpoint, when max |A (T - R)| <= ``threshold`` (so no exp can overflow fp32), and a Hillis-Steele in-chunk scan
   (products of decays only) otherwise. Body ``"sequential"`` unrolls the c steps instead (no If, no guard needed).

@@ -51,8 +51,8 @@ class WindowDecided(Event):
         action: The gated action carried out.
         confidence: The policy's confidence.
         raw_action: The policy's action before the gate.
-        latency_ms: Per-stage latency in milliseconds (e.g. ``encode``,
-            ``decode``, ``total``).
+        latency_ms: Per-stage latency in milliseconds, keyed by
+            ``runtime.stats.STAGES`` (``frame_decode`` ... ``total``).
         skipped_total: Windows skipped so far in the stream.
         cache_hit_rate: Feature-cache hit rate so far.
         kv_bytes: Size of the decoder KV context in bytes.

@@ -92,19 +92,14 @@ class WindowScheduler:
         self.origin: float | None = None
         self.next_index = 0
         self.emitted_total = 0
-        self.skipped: list[Window] = []
-
-    @property
-    def skipped_total(self) -> int:
-        """Number of windows skipped so far."""
-        return len(self.skipped)
+        self.skipped_total = 0
 
     def set_origin(self, t0: float) -> None:
         """Anchor window 0 at ``t0`` (the first frame's timestamp) and reset counters."""
         self.origin = float(t0)
         self.next_index = 0
         self.emitted_total = 0
-        self.skipped = []
+        self.skipped_total = 0
 
     def window(self, index: int) -> Window:
         """Return window ``index`` (requires the origin to be set)."""
@@ -132,7 +127,7 @@ class WindowScheduler:
         """Take the next window to process given the newest captured timestamp.
 
         With latest-wins, all pending complete windows except the newest are
-        appended to :attr:`skipped` and returned in ``SchedulerResult.skipped``
+        counted in :attr:`skipped_total` and returned in ``SchedulerResult.skipped``
         so the caller can publish ``WindowSkipped`` events.
 
         Args:
@@ -152,7 +147,7 @@ class WindowScheduler:
         else:
             chosen, stale = ready[0], []
         if stale:
-            self.skipped.extend(stale)
+            self.skipped_total += len(stale)
             logger.debug(
                 "skipping %d stale window(s) %s; processing %d", len(stale), [w.index for w in stale], chosen.index
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from runtime.sources.base import FALLBACK_FPS, FrameSource, Pacer, SourceError
+from runtime.sources.base import FALLBACK_FPS, STREAM_END_REASONS, FrameSource, Pacer, SourceError, StreamEnd
 from runtime.sources.camera import CameraSource
 from runtime.sources.synthetic import SyntheticSource
 from runtime.sources.video_file import VideoFileSource
@@ -25,7 +25,9 @@ __all__ = [
     "CameraSource",
     "FrameSource",
     "Pacer",
+    "STREAM_END_REASONS",
     "SourceError",
+    "StreamEnd",
     "SyntheticSource",
     "VideoFileSource",
     "source_from_spec",

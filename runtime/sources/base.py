@@ -11,6 +11,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
 
 from runtime.frames import Frame
@@ -19,6 +20,35 @@ logger = logging.getLogger(__name__)
 
 #: Frame rate assumed when a video file reports none (some containers do not).
 FALLBACK_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """How a finite source ended (set on the source when ``read`` returns ``None``).
+
+    Attributes:
+        reason: ``end_of_stream`` (every frame the source announced was delivered) or ``truncated`` (it stopped
+            early: a cut or corrupt file).
+        end_time: Stream time the source covers up to: the last frame's timestamp plus its duration (a file of N
+            frames at ``fps`` covers ``N / fps`` seconds, its last frame is stamped ``(N - 1) / fps``).
+        frames_read: Frames delivered.
+        frames_expected: Frames the container announced, if it did.
+        message: Why it counts as truncated (empty otherwise).
+    """
+
+    reason: str
+    end_time: float
+    frames_read: int
+    frames_expected: int | None = None
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in STREAM_END_REASONS:
+            raise ValueError(f"StreamEnd reason {self.reason!r} is not one of {STREAM_END_REASONS}")
+
+
+#: Why a finite source ended.
+STREAM_END_REASONS = ("end_of_stream", "truncated")
 
 
 class SourceError(RuntimeError):
@@ -35,6 +65,8 @@ class FrameSource(ABC):
 
     def __init__(self) -> None:
         self._is_open = False
+        self.stream_end: StreamEnd | None = None
+        """How the stream ended, once ``read`` has returned ``None`` (``None`` before, and for live sources)."""
 
     @property
     @abstractmethod

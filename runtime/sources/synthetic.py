@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from runtime.frames import Frame
-from runtime.sources.base import FrameSource, Pacer
+from runtime.sources.base import FrameSource, Pacer, StreamEnd
 from runtime.sources.scene import SquatScene
 
 
@@ -73,6 +73,7 @@ class SyntheticSource(FrameSource):
         with self._lock:
             index = self._next_index
             if index >= self.frame_count:
+                self.stream_end = StreamEnd("end_of_stream", self.frame_count / self.fps, self.frame_count, self.frame_count)
                 return None
             self._next_index += 1
         timestamp = index / self.fps

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 
 from runtime.frames import Frame
-from runtime.sources.base import FALLBACK_FPS, FrameSource, Pacer, SourceError
+from runtime.sources.base import FALLBACK_FPS, FrameSource, Pacer, SourceError, StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class VideoFileSource(FrameSource):
                 # An opened container with no decodable frame is a broken file,
                 # not an empty stream.
                 raise SourceError(f"video file has no decodable frames: {self.path}")
+            self.stream_end = self._stream_end()
             return None
         timestamp = self._next_index / self._fps
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -90,6 +91,17 @@ class VideoFileSource(FrameSource):
         frame = Frame(self._next_index, timestamp, rgb, decode_ms=decode_ms)
         self._next_index += 1
         return frame
+
+    def _stream_end(self) -> StreamEnd:
+        """The end facts after the last frame: covered time, and whether fewer frames decoded than announced."""
+        expected = self.frame_count
+        end_time = self._next_index / self._fps
+        # Containers round their frame count; a shortfall of more than a frame or 2 % is a cut or corrupt file.
+        if expected is not None and self._next_index < expected - max(1, round(0.02 * expected)):
+            message = f"decoded {self._next_index} of the {expected} frames {self.path} announces"
+            logger.warning("video file truncated: %s", message)
+            return StreamEnd("truncated", end_time, self._next_index, expected, message)
+        return StreamEnd("end_of_stream", end_time, self._next_index, expected)
 
     def _close(self) -> None:
         if self._cap is not None:

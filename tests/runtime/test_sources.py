@@ -169,3 +169,19 @@ def test_paced_source_keeps_the_same_timestamps() -> None:
     paced = _read_all(SyntheticSource(fps=200.0, duration_s=0.05, size=(32, 32), paced=True))
     assert [f.timestamp for f in paced] == [f.timestamp for f in fast]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(fast, paced, strict=True))
+
+
+def test_finite_sources_report_how_and_when_they_ended(tmp_path: Path) -> None:
+    """``stream_end``: a 2.0 s, 30 fps stream covers 60 frames x 1/30 s, though its last frame is stamped 59/30."""
+    with SyntheticSource(duration_s=2.0, size=(48, 64)) as source:
+        assert source.stream_end is None
+        frames = list(source)
+    assert frames[-1].timestamp == pytest.approx(59 / 30)
+    assert source.stream_end is not None and source.stream_end.reason == "end_of_stream"
+    assert source.stream_end.end_time == pytest.approx(2.0) and source.stream_end.frames_read == 60
+    video = write_sample_video(tmp_path / "clip.mp4", duration_s=2.0)
+    with VideoFileSource(video, paced=False) as source:
+        frames = list(source)
+        end = source.stream_end
+    assert end is not None and (end.reason, end.frames_read, end.frames_expected) == ("end_of_stream", 60, 60)
+    assert end.end_time == pytest.approx(2.0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import webcam
+from runtime import overlay, webcam
 from runtime.backends import BackendError, create_backend
 from runtime.events import (
     Event,
@@ -201,7 +201,7 @@ def test_unknown_backend_name_lists_the_choices() -> None:
 
 
 def test_overlay_shows_action_feedback_and_random_weights() -> None:
-    state = webcam.OverlayState(random_weights=True, backend="pytorch")
+    state = overlay.OverlayState(random_weights=True, backend="pytorch")
     state(WindowDecided(3, 4.5, 6.5, "<feedback>", 0.9, "<feedback>", latency_ms={"total": 812.0}, lag_s=1.2))
     state(FeedbackStarted(3, 6.5))
     state(FeedbackToken(3, "Knees", 0))
@@ -211,5 +211,5 @@ def test_overlay_shows_action_feedback_and_random_weights() -> None:
     assert "29.7 fps" in lines[1] and "latency 812 ms" in lines[1]
     assert "coach: Knees out" in lines and lines[-1].startswith("RANDOM WEIGHTS")
     image = np.full((240, 320, 3), 128, dtype=np.uint8)
-    drawn = webcam.draw_overlay(image, lines)
+    drawn = overlay.draw_overlay(image, lines)
     assert drawn.shape == image.shape and not np.array_equal(drawn, image[..., ::-1])
