@@ -15,5 +15,31 @@ Dependencies: numpy, opencv, pillow, tokenizers (``pip install .``); nothing her
 """
 
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
 class FormatError(ValueError):
     """A file or value of the engine format is missing or invalid; the message names the file or key."""
+
+
+def read_json_object(path: Path, what: str, error: type[Exception] = FormatError) -> dict[str, Any]:
+    """Reads a JSON object, raising ``error`` with a message naming ``what`` and the file on any problem.
+
+    Args:
+        path: The file.
+        what: What it is, for the message ("CLIP preprocessor config", "checkpoint config", ...).
+        error: Exception type to raise.
+    """
+    if not Path(path).is_file():
+        raise error(f"{what}: {path} does not exist")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what}: {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{what}: {path} must hold a JSON object")
+    return data

@@ -17,7 +17,6 @@ Dimensions: T frames, H x W input size, S = 224.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine_format import FormatError
+from engine_format import FormatError, read_json_object
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,15 +94,7 @@ class ClipPreprocessConfig:
             FormatError: If the file is missing, not JSON, or asks for an unsupported pipeline.
         """
         path = Path(clip_dir) / "preprocessor_config.json"
-        if not path.is_file():
-            raise FormatError(f"CLIP preprocessor config: {path} does not exist")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"CLIP preprocessor config: {path} is not valid JSON ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise FormatError(f"CLIP preprocessor config: {path} must hold a JSON object")
-        return cls.from_hf(raw, f"CLIP preprocessor config {path}")
+        return cls.from_hf(read_json_object(path, "CLIP preprocessor config"), f"CLIP preprocessor config {path}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the manifest's ``clip_preprocess`` section)."""

@@ -11,13 +11,14 @@ in ``config.json`` (our synthetic checkpoints write it) or inferred from the che
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import CLIPVisionConfig, Qwen2Config
+
+from engine_format import read_json_object
 
 MODEL_TYPE = "MobileVideoGPT_qwen"
 
@@ -161,15 +162,7 @@ _REQUIRED_TEXT_FIELDS = (
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     """Reads a JSON object from ``path``, raising ModelConfigError that names ``what`` on failure."""
-    if not path.is_file():
-        raise ModelConfigError(f"{what}: {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelConfigError(f"{what}: {path} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ModelConfigError(f"{what}: {path} must hold a JSON object")
-    return data
+    return read_json_object(path, what, ModelConfigError)
 
 
 def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
