@@ -43,7 +43,7 @@ export-0.5b: $(STAMP)
 	$(BIN)/python -m export --preset 0.5b
 
 parity: $(STAMP)
-	$(BIN)/python -m export.parity --engines engines/$(if $(NAME),$(NAME),$(PRESET))
+	$(BIN)/python -m validation.parity --engines engines/$(if $(NAME),$(NAME),$(PRESET))
 
 conformance: $(STAMP)
 	$(BIN)/python -m mobile_videogpt.conformance ../shared/golden/mvgpt_tiny_a
@@ -51,9 +51,9 @@ conformance: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --out artifacts/bench
 
-# On a CUDA machine (see docs/benchmarks.md): PyTorch fp16 numerics + timings, TensorRT where installed.
+# On a CUDA machine (see docs/export.md): PyTorch fp16 numerics + timings, TensorRT where installed.
 gpu-check:
-	$(PY) -m export.gpu_check --out artifacts/gpu_check
+	$(PY) -m validation.gpu_numerics --out artifacts/gpu_numerics
 
 bench-gpu:
 	$(PY) -m benchmarks.gpu --out artifacts/bench_gpu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,17 +57,30 @@ def tiny_model(tiny_checkpoint: tuple[Path, Path]):  # noqa: ANN201 - returns Mo
 
 
 @pytest.fixture(scope="session")
-def tiny_engines(tiny_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported once per session (``python -m export``, fp32 + fp16, in-process)."""
+def one_thread() -> Iterator[None]:
+    """One torch thread for the session's export work (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(
+    tiny_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, one_thread: None
+) -> Path:
+    """``python -m export --model tiny --clip tiny --name tiny`` into a temporary directory; returns engines/tiny.
+
+    One export of the tiny checkpoint (fp32 + fp16 graphs, ~10 s on 2 cores) serves the whole session (``tests/export``
+    and ``tests/validation``). Tracing runs with one torch thread: on a shared 2-core machine two are several times
+    slower.
+    """
     from export.__main__ import main
 
     model_dir, clip_dir = tiny_checkpoint
     out = tmp_path_factory.mktemp("engines")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tracing on a shared 2-core machine: one thread is several times faster
-    try:
-        code = main(["--model", str(model_dir), "--clip", str(clip_dir), "--out", str(out), "--name", "tiny", "--threads", "1"])
-    finally:
-        torch.set_num_threads(before)
+    code = main(
+        ["--model", str(model_dir), "--clip", str(clip_dir), "--out", str(out), "--name", "tiny", "--threads", "1"]
+    )
     assert code == 0, "python -m export failed on the tiny checkpoint"
     return out / "tiny"

@@ -2,7 +2,8 @@
 
 ``pytest tests/export/test_fp16.py -s``. ONNX Runtime's CPU provider computes the fp16 nodes in fp32 (it drops the
 cast pairs), so the numeric tests here exercise the fp16 weights and the fp16 KV cache; fp16 arithmetic is measured
-by ``export/gpu_check.py`` (docs/export.md).
+by ``validation/gpu_numerics.py`` (docs/export.md). Outputs are compared with ``validation.compare.compare`` under
+the fp16 gates of ``validation/tolerances.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.fp16 import Fp16ConversionError, convert_to_fp16, node_compute_types
-from export.parity import compare_tensor
-from export.tolerances import tolerance_for
+from validation.compare import compare, render_table
+from validation.tolerances import tolerance_for
 
 FP16, FP32 = TensorProto.FLOAT16, TensorProto.FLOAT
 ISLAND_OPS = ("Softmax", "ReduceMean", "Pow", "Sqrt", "Sin", "Cos", "Exp", "LayerNormalization", "Softplus", "Sigmoid")
@@ -57,7 +58,7 @@ def test_decoder_fp16_io(exported_tiny: Path) -> None:
 
 
 def test_fp16_graphs_within_fp16_tolerance(ort_fp16, ref_model, clip_inputs) -> None:  # noqa: ANN001
-    """Image, video and frame-selector stages of the fp16 graphs pass the fp16 gates of export/tolerances.py."""
+    """Image, video and frame-selector stages of the fp16 graphs pass the fp16 gates of validation/tolerances.py."""
     tol = tolerance_for("fp16")
     video, context = clip_inputs
     features = ref_model.encode_images(context)
@@ -65,16 +66,13 @@ def test_fp16_graphs_within_fp16_tolerance(ort_fp16, ref_model, clip_inputs) -> 
     selected = video[[1, 2, 4, 6, 8, 11, 13, 14]]
     video_ref = ref_model.project_video(ref_model.pool_video(ref_model.encode_video(selected)))
     results = [
-        compare_tensor("image_encoder", "clip_features", features.numpy(), out.clip_features, tol),
-        compare_tensor(
-            "image_encoder", "image_tokens", ref_model.project_images(features).numpy(), out.image_tokens, tol
-        ),
-        compare_tensor(
-            "video_encoder", "video_tokens", video_ref.numpy(), ort_fp16.encode_video(selected.numpy()), tol
-        ),
+        compare("image_encoder", "clip_features", features.numpy(), out.clip_features, tol.vision),
+        compare("image_encoder", "image_tokens", ref_model.project_images(features).numpy(), out.image_tokens,
+                tol.vision),
+        compare("video_encoder", "video_tokens", video_ref.numpy(), ort_fp16.encode_video(selected.numpy()),
+                tol.vision),
     ]
-    for r in results:
-        print(f"{r.output}: max err {r.max_abs_err:.3g}, min token cos {r.min_token_cosine:.6f}")
+    print(render_table(results))
     assert all(r.passed for r in results), [r.note for r in results if not r.passed]
     _, chosen = ort_fp16.select_frames(features.numpy())
     np.testing.assert_array_equal(chosen, ref_model.select_frames(ref_model.score_frames(features)).numpy())
@@ -83,20 +81,19 @@ def test_fp16_graphs_within_fp16_tolerance(ort_fp16, ref_model, clip_inputs) -> 
 def test_fp16_decoder_agrees_with_reference(ort_fp16, ref_model) -> None:  # noqa: ANN001
     """Prefill then 8 cached steps with the fp16 KV cache: top-1 agreement on every step, logits close."""
     ids = np.random.default_rng(5).integers(0, 151_000, 30).tolist()
-    embeds = ref_model.embed_tokens(ids)[None]
-    ref_logits, ref_past = ref_model.decode_step(embeds)
-    logits, state = ort_fp16.decode(embeds.numpy(), None, np.arange(30)[None])
-    assert state.layers[0][0].dtype == np.float16
-    agree, worst = [], 0.0
-    for step in range(8):
-        agree.append(int(np.argmax(logits[0])) == int(torch.argmax(ref_logits[0])))
-        worst = max(worst, float(np.abs(logits - ref_logits.numpy()).max()))
-        token = int(torch.argmax(ref_logits[0]))
-        nxt = ref_model.embed_tokens([token])[None]
-        ref_logits, ref_past = ref_model.decode_step(nxt, ref_past)
-        logits, state = ort_fp16.decode(nxt.numpy(), state, np.array([[30 + step]]))
-    print(f"fp16 decoder: top-1 agreement {sum(agree)}/{len(agree)}, max logits err {worst:.3g}")
-    assert all(agree) and worst < 0.1
+    kv = ort_fp16.allocate_kv(40)
+    got = [ort_fp16.decode([ids], kv)]
+    assert kv.layer_views()[0][0].dtype == np.float16
+    cache = ref_model.allocate_cache(40)
+    want = [ref_model.forward_cached(ref_model.embed_tokens(ids)[None], cache)[0]]
+    for _ in range(8):
+        token = int(torch.argmax(want[-1]))  # teacher forcing on the reference's greedy tokens
+        want.append(ref_model.forward_cached(ref_model.embed_tokens([token])[None], cache)[0])
+        got.append(ort_fp16.decode([[token]], kv))
+    row = compare("decoder", "logits", torch.stack(want).numpy(), np.stack(got), tolerance_for("fp16").logits,
+                  top1=True)
+    print(render_table([row]))
+    assert row.passed and row.top1_agreement == 1.0 and row.max_abs_err < 0.1, row.note
 
 
 def _toy_model() -> onnx.ModelProto:

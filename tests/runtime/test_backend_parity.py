@@ -1,6 +1,6 @@
 """End to end over a synthetic video with the tiny model: ONNX Runtime streams like the PyTorch reference.
 
-``pytest tests/runtime/test_backend_parity.py -s``. Uses the session's tiny engines (``tiny_engines``).
+``pytest tests/runtime/test_backend_parity.py -s``. Uses the session's tiny engines (``exported_tiny``).
 
 The tiny model's three action-token rows are identical (initialised to the mean embedding), so the model policy
 would always tie; the runs therefore use the ``every_n`` policy for the decisions (identical by construction) and
@@ -44,9 +44,9 @@ def _stream(backend) -> list[Event]:
     return events
 
 
-def test_onnxruntime_streams_like_the_pytorch_reference(tiny_engines: Path) -> None:
-    reference = create_backend("pytorch", engines_dir=tiny_engines, threads=2)
-    exported = create_backend("onnxruntime", engines_dir=tiny_engines, threads=2)
+def test_onnxruntime_streams_like_the_pytorch_reference(exported_tiny: Path) -> None:
+    reference = create_backend("pytorch", engines_dir=exported_tiny, threads=2)
+    exported = create_backend("onnxruntime", engines_dir=exported_tiny, threads=2)
     assert exported.action_token_ids == reference.action_token_ids
     assert exported.clip_preprocess == reference.clip_preprocess
     ref_events, ort_events = _stream(reference), _stream(exported)

@@ -27,10 +27,10 @@ def test_stale_engines_are_refused_with_the_reason(tmp_path: Path, capsys: pytes
     assert "format_version 1, this code reads 2" in capsys.readouterr().err
 
 
-def test_the_demo_streams_the_sample_through_the_runtime(tiny_engines: Path, tmp_path: Path,
+def test_the_demo_streams_the_sample_through_the_runtime(exported_tiny: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     video = tmp_path / "sample.mp4"
-    code = demo.main(["--engines", str(tiny_engines), "--video", str(video), "--no-paced",
+    code = demo.main(["--engines", str(exported_tiny), "--video", str(video), "--no-paced",
                       "--set", "policy.every_n.n=1", "--set", "generation.max_new_tokens=2"])
     assert code == 0 and video.is_file()
     out, err = capsys.readouterr()

@@ -31,9 +31,9 @@ def _plain_decode(backend: OnnxRuntimeBackend, embeds: np.ndarray, past: list, s
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_io_binding_decode_equals_the_plain_path(tiny_engines: Path, precision: str) -> None:
+def test_io_binding_decode_equals_the_plain_path(exported_tiny: Path, precision: str) -> None:
     """Prefill, a 2402-row window append and 8 greedy steps: same logits (1e-5 relative) and the same greedy ids."""
-    backend = create_backend("onnxruntime", engines_dir=tiny_engines, precision=precision, threads=2)
+    backend = create_backend("onnxruntime", engines_dir=exported_tiny, precision=precision, threads=2)
     f = backend.facts
     rng = np.random.default_rng(0)
     system = list(range(100, 150))
@@ -63,10 +63,10 @@ def test_io_binding_decode_equals_the_plain_path(tiny_engines: Path, precision: 
     assert kv.length == position - 1  # the last greedy id was never fed
 
 
-def test_decoding_allocates_nothing_that_grows_with_the_context(tiny_engines: Path) -> None:
+def test_decoding_allocates_nothing_that_grows_with_the_context(exported_tiny: Path) -> None:
     """Python/numpy bytes allocated by one decode step are the same at 300 and 3300 cached positions (no KV copy):
     about one logits row (the returned copy), however long the context."""
-    backend = create_backend("onnxruntime", engines_dir=tiny_engines, threads=2)
+    backend = create_backend("onnxruntime", engines_dir=exported_tiny, threads=2)
     f = backend.facts
     kv = backend.allocate_kv(4000)
     backend.decode([list(range(300))], kv)
@@ -90,10 +90,10 @@ def test_decoding_allocates_nothing_that_grows_with_the_context(tiny_engines: Pa
     assert long < 2 * f.vocab_size * 4  # the returned logits copy, not the cache
 
 
-def test_clip_preprocessing_comes_from_the_manifest(tiny_engines: Path, tmp_path: Path) -> None:
+def test_clip_preprocessing_comes_from_the_manifest(exported_tiny: Path, tmp_path: Path) -> None:
     """A checkpoint with non-default CLIP values is preprocessed with them, not with the defaults."""
     engines = tmp_path / "tiny"
-    shutil.copytree(tiny_engines, engines)
+    shutil.copytree(exported_tiny, engines)
     manifest = json.loads((engines / "manifest.json").read_text())
     manifest["clip_preprocess"]["mean"] = [0.5, 0.5, 0.5]
     (engines / "manifest.json").write_text(json.dumps(manifest))
@@ -101,14 +101,14 @@ def test_clip_preprocessing_comes_from_the_manifest(tiny_engines: Path, tmp_path
     assert backend.clip_preprocess.mean == (0.5, 0.5, 0.5)
 
 
-def test_options_are_honoured_or_refused_by_name(tiny_engines: Path, tmp_path: Path) -> None:
-    fp16 = create_backend("onnxruntime", engines_dir=tiny_engines, precision="fp16")
+def test_options_are_honoured_or_refused_by_name(exported_tiny: Path, tmp_path: Path) -> None:
+    fp16 = create_backend("onnxruntime", engines_dir=exported_tiny, precision="fp16")
     assert fp16.precision == "fp16" and fp16.allocate_kv(8).itemsize == 2
     with pytest.raises(BackendError, match="device 'gpu' must be one of"):
-        create_backend("onnxruntime", engines_dir=tiny_engines, device="gpu")
+        create_backend("onnxruntime", engines_dir=exported_tiny, device="gpu")
     with pytest.raises(BackendError, match="model_dir/clip_dir are pytorch options"):
-        create_backend("onnxruntime", engines_dir=tiny_engines, model_dir=tmp_path)
+        create_backend("onnxruntime", engines_dir=exported_tiny, model_dir=tmp_path)
     with pytest.raises(BackendError, match="holds no exported engines"):
         create_backend("onnxruntime", engines_dir=tmp_path)
     with pytest.raises(BackendError, match="device 'cpu' must be cuda"):
-        create_backend("tensorrt", engines_dir=tiny_engines, device="cpu")
+        create_backend("tensorrt", engines_dir=exported_tiny, device="cpu")

@@ -1,4 +1,4 @@
-"""Parity tolerances: the one documented place the parity harness and the tests read them from.
+"""Parity tolerances: the one documented place the parity harness, the GPU numerics check and the tests read them from.
 
 Reference = the PyTorch model in fp32 (same weights, same input tensors fed to every backend). Values follow
 ``/work/shared/reference/deployment_anchors.md`` §7b:
@@ -18,12 +18,17 @@ fp16 backends (fp16 graphs with fp32 islands: ONNX Runtime fp16, TensorRT fp16):
 All backends: no NaN or Inf anywhere.
 
 Random-weight checkpoints give flat logits and near ties; the near-tie rule above is what keeps the fp16 greedy gate
-meaningful for them.
+meaningful for them. The same rule judges the feedback texts of the end-to-end streaming check.
+
+Each :class:`Tolerance` hands out the :class:`~validation.compare.Gate` of one kind of output (``vision``,
+``scores``, ``logits``), so every comparison goes through :func:`validation.compare.compare`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from validation.compare import Gate
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,36 @@ class Tolerance:
     ref_top1_in_top5: bool
     greedy_identical: bool
     near_tie_margin: float
+
+    @property
+    def vision(self) -> Gate:
+        """Vision outputs (CLIP features, image/video tokens) and embedding rows: cosine and max-relative bound."""
+        return Gate(atol=self.vision_abs, rtol=self.vision_rel_to_max, min_token_cosine=self.vision_min_token_cosine)
+
+    @property
+    def scores(self) -> Gate:
+        """Frame scores: max error relative to max |ref| (the selection itself is compared exactly)."""
+        return Gate(atol=0.0, rtol=self.score_rel_to_max)
+
+    @property
+    def logits(self) -> Gate:
+        """Decoder logits ``[steps, V]``: per-element bound (fp32), top-1 agreement and the top-5 rule."""
+        return Gate(
+            atol=self.logits_abs,
+            rtol=self.logits_rel,
+            relative_to="element",
+            min_top1=self.top1_agreement,
+            ref_top1_in_top5=self.ref_top1_in_top5,
+        )
+
+    @property
+    def logits_values(self) -> Gate:
+        """A few selected logits (the three action tokens): the per-element bound only, no arg-max rule.
+
+        The tiny synthetic model's three action rows are identical, so their logits tie exactly and an arg-max
+        among them would only measure rounding.
+        """
+        return Gate(atol=self.logits_abs, rtol=self.logits_rel, relative_to="element")
 
 
 TOLERANCES: dict[str, Tolerance] = {
