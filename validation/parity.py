@@ -3,7 +3,7 @@
 Usage::
 
     python -m validation.parity --engines engines/tiny [--model DIR --clip DIR] [--steps 16] [--out DIR] [--threads N]
-                                [--stream-windows 4] [--feedback-tokens 8] [--stream-every-n 2] [--stream-max-windows N]
+                                [--stream-windows 4] [--feedback-tokens 8] [--stream-every-n 3] [--stream-max-windows 2]
 
 Without ``--model`` the checkpoint recorded in the manifest is used (a missing synthetic one is regenerated from its
 preset); its fingerprint must equal the manifest's. The reference is the PyTorch model in fp32 with the sequential
@@ -386,13 +386,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stream-windows", type=int, default=4, help="windows of the end-to-end check (0 = off)")
     parser.add_argument("--feedback-tokens", type=int, default=8, help="max new tokens of the stream's feedback")
     parser.add_argument(
-        "--stream-max-windows", type=int, help="context.max_windows of the end-to-end check (default: the runtime's)"
+        "--stream-max-windows",
+        type=int,
+        default=2,
+        help="context.max_windows of the end-to-end check (2: window 2 evicts window 0 and re-bases window 1)",
     )
     parser.add_argument(
         "--stream-every-n",
         type=int,
-        default=2,
-        help="feedback every n-th window in the end-to-end check (3 with --stream-max-windows 2 re-bases an eviction)",
+        default=3,
+        help="feedback every n-th window in the end-to-end check (3: the feedback follows an eviction)",
     )
     args = parser.parse_args(argv)
     if (args.model is None) != (args.clip is None):

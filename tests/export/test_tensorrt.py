@@ -70,7 +70,7 @@ def test_tensorrt_engines_build_and_pass_parity(tiny_checkpoint: tuple[Path, Pat
     import json
 
     from export.__main__ import main as export_main
-    from export.parity import main as parity_main
+    from validation.parity import main as parity_main
 
     model_dir, clip_dir = tiny_checkpoint
     code = export_main(

@@ -10,7 +10,6 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from runtime.backends import create_backend
 from validation.compare import all_passed, render_table
@@ -65,16 +64,10 @@ def test_compare_streams_verdicts() -> None:
     assert not rows["feedback_tokens[w1]"].passed and "only one of" in rows["feedback_tokens[w1]"].note
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/backends/kv_torch.py TorchCacheKV._rotate passes `lambda t: t.float()` to rotate_keys: for fp32 "
-    "keys that is the same tensor, so the first half is overwritten before the second half is computed and every "
-    "key re-based after an eviction is wrong on the pytorch backend (the numpy cache copies with astype)",
-)
 def test_eviction_matches_between_pytorch_and_onnxruntime(exported_tiny: Path) -> None:
     """every_n 3 with max_windows 2: window 2 evicts window 0 and re-bases window 1 (drop + RoPE shift) before its
-    append; pytorch and ORT fp32 must then agree on the action query and the feedback. Remove the xfail when
-    kv_torch is fixed."""
+    append; pytorch and ORT fp32 must then agree on the action query and the feedback (this pinned a bug where the
+    torch cache's rotation aliased its fp32 input, fixed in ``kv_torch._f32_copy``)."""
     plan = stream_plan(stream_config(2, max_windows=2, every_n=3), 3)
     with create_backend("pytorch", engines_dir=exported_tiny, threads=1) as backend:
         ref = run_stream(backend, plan, record_margins=True)
