@@ -46,17 +46,19 @@ def test_parity_passes_on_tiny(tiny_parity: tuple[int, dict, str]) -> None:
 
 
 def test_parity_stream_check_generates_feedback(tiny_parity: tuple[int, dict, str]) -> None:
-    """every_n n=2 over 4 windows: feedback at windows 1 and 3 on the reference and on each backend, same texts."""
+    """every_n n=3, max_windows 2 over 4 windows: window 2 evicts window 0, re-bases window 1 and asks for feedback,
+    on the reference and on each backend, with the same text."""
     _, report, md = tiny_parity
     reference = report["stream_reference"]
-    assert [d[1] for d in reference["decisions"]] == ["<next>", "<feedback>", "<next>", "<feedback>"]
-    assert set(reference["feedback_texts"]) == {"1", "3"} and reference["clears"] == {"feedback": 2}
+    assert [d[1] for d in reference["decisions"]] == ["<next>", "<next>", "<feedback>", "<next>"]
+    assert set(reference["feedback_texts"]) == {"2"} and reference["clears"] == {"feedback": 1}
+    assert reference["evictions"] == {"max_windows": 1}
     for backend in report["backends"]:
         if backend["skipped"]:
             continue
         assert backend["stream"]["feedback_texts"] == reference["feedback_texts"]
         outputs = {r["output"] for r in backend["rows"] if r["stage"] == "stream"}
-        assert {"action_query_logits", "action_logits", "feedback_tokens[w1]", "feedback_tokens[w3]"} <= outputs
+        assert {"action_query_logits", "action_logits", "feedback_tokens[w2]"} <= outputs
     assert "## Streaming session (end to end)" in md
 
 
