@@ -306,10 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="pytorch:fp32,onnxruntime:fp32,onnxruntime:fp16",
                         help="comma-separated backend:precision[:device]")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--ratios", default=",".join(RATIOS), help=f"comma-separated subset of {','.join(RATIOS)}, or none")
+    parser.add_argument("--ratios", default=",".join(RATIOS),
+                        help=f"comma-separated subset of {','.join(RATIOS)}, or none")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--curve-repeats", type=int, default=None, help="timed calls per curve point (default --repeats)")
+    parser.add_argument("--curve-repeats", type=int, default=None,
+                        help="timed calls per curve point (default --repeats)")
     parser.add_argument("--no-curves", action="store_true", help="skip the scaling curves")
     parser.add_argument("--contexts", default=None, help="context tokens of the curves (default system + 0..3 windows)")
     parser.add_argument("--append-tokens", type=int, default=None, help="rows appended in the curve (default a window)")

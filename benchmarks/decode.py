@@ -13,16 +13,17 @@ loop add work per token (re-decoding text, copying the cache, bookkeeping)? Goal
 * **isolated decode step**: one ``backend.decode([[token]], kv)`` timed alone, on a second cache of the backend that
   holds the system prompt, one window and the ``<feedback>`` token, i.e. exactly the context the first generated
   token is decoded on; cut back to that length (untimed) after each call;
-* **greedy-generation step**: the window is appended by the session's own ``runtime.stages.DecoderStage`` (untimed),
-  then ``runtime.stages.FeedbackStage.process`` runs the real feedback loop (``greedy_decode`` over
-  ``DecoderContext.extend``, incremental detokenisation, event publishing, context bookkeeping). The time of each
-  step is the interval between two consecutive ``extend`` calls of the loop (a pass-through records them), so it
-  holds one decoder call plus everything the loop does per token. The stage's own ``tokens_per_s`` is recorded too.
+* **greedy-generation step**: ``runtime.stages.FeedbackStage.process`` runs the real feedback loop
+  (``greedy_decode`` over ``DecoderContext.extend``, incremental detokenisation, event publishing, context
+  bookkeeping). The time of each step is the interval between two consecutive ``extend`` calls of the loop (a
+  pass-through records them), so it holds one decoder call plus everything the loop does per token. The stage's own
+  ``tokens_per_s`` is recorded too.
 
-The two alternate which goes first every round; the ratio is the median of per-round ratios (round median greedy
-step / round median isolated step) with its p10-p90 spread, beside the p50s. The context ends up the same length in
-both (system prompt + one window; the greedy steps run on it plus the tokens generated so far). Stop ids are emptied
-for the measurement, so every round generates exactly ``--new-tokens`` tokens (random weights would stop anywhere).
+Each round starts with the session's own ``runtime.stages.DecoderStage`` appending the window (untimed); then the two
+alternate which goes first. The ratio is the median of per-round ratios (round median greedy step / round median
+isolated step) with its p10-p90 spread, beside the p50s. The context is the same length in both (system prompt + one
+window; the greedy steps run on it plus the tokens generated so far). Stop ids are emptied for the measurement, so
+every round generates exactly ``--new-tokens`` tokens (random weights would stop anywhere).
 
 The window's visual rows are random feature rows of the real shape (``benchmarks.fixtures.random_visual_rows``): the
 cost of a decode step depends on the context length, not on the values, and this keeps the 0.5B geometry cheap on a
@@ -158,27 +159,27 @@ def measure_variant(
             iso_kv.truncate(iso_length)
         return out
 
-    def greedy(index: int) -> tuple[list[float], float, int]:
-        work = WindowWork(scene_window(config, index), [])
-        work.image_tokens, work.video_tokens = image, video
-        appender.process(work)  # untimed: the session's window append
-        start_length = context.length
+    def greedy(work: WindowWork) -> tuple[list[float], float]:
         clock.fed_at.clear()
-        result = feedback.process(work)
+        result = feedback.process(work)  # clears the context afterwards (clear_after_feedback)
         if len(result.token_ids) != new_tokens:
             raise RuntimeError(f"generated {len(result.token_ids)} tokens, expected {new_tokens}")
-        return clock.step_ms(), 1e3 / result.tokens_per_s if result.tokens_per_s > 0 else float("nan"), start_length
+        return clock.step_ms(), 1e3 / result.tokens_per_s if result.tokens_per_s > 0 else float("nan")
 
     iso_rounds: list[list[float]] = []
     gen_rounds: list[list[float]] = []
     stage_ms_per_token: list[float] = []
     gen_start_length = 0
     for r in range(warmup_rounds + rounds):
+        work = WindowWork(scene_window(config, r), [])
+        work.image_tokens, work.video_tokens = image, video
+        appender.process(work)  # untimed, before both: the session's window append
+        gen_start_length = context.length
         if r % 2 == 0:
             iso = isolated()
-            gen, per_token, gen_start_length = greedy(r)
+            gen, per_token = greedy(work)
         else:
-            gen, per_token, gen_start_length = greedy(r)
+            gen, per_token = greedy(work)
             iso = isolated()
         if r >= warmup_rounds:
             iso_rounds.append(iso)
@@ -249,7 +250,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     for name, r in report["variants"].items():
         iso, gen, ratio = r["isolated"], r["greedy_step"], r["ratio"]
         rows.append([f"{report['preset']} {name}", str(r["context_tokens"]["isolated"]),
-                     f"{fmt_ms(iso['p50_ms'])} / {fmt_ms(iso['p95_ms'])}", f"{fmt_ms(gen['p50_ms'])} / {fmt_ms(gen['p95_ms'])}",
+                     f"{fmt_ms(iso['p50_ms'])} / {fmt_ms(iso['p95_ms'])}",
+                     f"{fmt_ms(gen['p50_ms'])} / {fmt_ms(gen['p95_ms'])}",
                      f"{ratio['ratio_p50']:.2f} [{ratio['ratio_p10']:.2f}-{ratio['ratio_p90']:.2f}]",
                      f"{r['rounds']} x ({r['isolated_calls_per_round']} + {r['new_tokens'] - 1})"])
     return rows

@@ -133,7 +133,9 @@ def scene_window(config: StreamingConfig, index: int) -> Window:
     return scheduler.window(index)
 
 
-def scene_frames(config: StreamingConfig, index: int, source: SyntheticSource | None = None) -> tuple[Window, list[Frame]]:
+def scene_frames(
+    config: StreamingConfig, index: int, source: SyntheticSource | None = None
+) -> tuple[Window, list[Frame]]:
     """The frames the session samples for window ``index`` of the synthetic scene (rendered at 30 fps).
 
     Args:

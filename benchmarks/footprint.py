@@ -276,8 +276,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         return f"{head}\n\nNot measured: {report.get('reason')}.\n"
     runs = next(iter(next(iter(report["venvs"].values()))["imports"].values()))["wall"]["n"]
     installs = "; ".join(f"{k}: `{' && '.join(v)}`" for k, v in report["installs"].items())
-    return "\n".join([head, "", f"Machine: {machine_line(report)}", "", markdown_table(TABLE_HEADER, table_rows(report)),
-                      "", f"Installs: {installs}. Each import in {runs} fresh interpreters after one untimed run."]) + "\n"
+    return "\n".join([
+        head, "", f"Machine: {machine_line(report)}", "", markdown_table(TABLE_HEADER, table_rows(report)), "",
+        f"Installs: {installs}. Each import in {runs} fresh interpreters after one untimed run.",
+    ]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,14 +150,15 @@ def run(args: argparse.Namespace, sizes: Sizes, command: str) -> dict[str, Any]:
     window, frames = scene_frames(config, 0)
     prepared: list[PreparedWindow] = []
     load_s: dict[str, float] = {}
-    report = report_header("gpu", command, preset=args.preset, backend=",".join(dict.fromkeys(v.backend for v in variants)),
-                           precision=",".join(args.precisions), threads=args.threads)
+    backends = ",".join(dict.fromkeys(v.backend for v in variants))
+    report = report_header("gpu", command, preset=args.preset, backend=backends, precision=",".join(args.precisions),
+                           threads=args.threads)
     report.update({"device": args.device, "variants": [v.name for v in variants]})
     try:
         for v in variants:
             t = time.perf_counter()
-            backend = build_backend(v, args.preset, engines_dir=args.tensorrt_engines, checkpoint_dir=args.checkpoint_dir,
-                                    threads=args.threads)
+            backend = build_backend(v, args.preset, engines_dir=args.tensorrt_engines,
+                                    checkpoint_dir=args.checkpoint_dir, threads=args.threads)
             prepared.append(prepare_window(v.name, backend, backend.load_tokenizer(), config, window, frames))
             load_s[v.name] = time.perf_counter() - t
         first = prepared[0]

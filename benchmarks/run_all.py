@@ -200,7 +200,8 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
         if skip_reason:
             steps[name] = {"status": "skipped", "reason": skip_reason}
         elif left() < estimate:
-            steps[name] = {"status": "skipped", "reason": f"{left():.0f} s of the budget left, the step needs ~{estimate:.0f} s"}
+            steps[name] = {"status": "skipped",
+                           "reason": f"{left():.0f} s of the budget left, the step needs ~{estimate:.0f} s"}
         else:
             run_step(name, args, out / name, left(), steps)
             return
@@ -235,7 +236,8 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
 
     venvs = REPO / "artifacts" / "venvs"
     budgeted("footprint", estimate_footprint(venvs) if not quick else ESTIMATE_FOOTPRINT_S[0],
-             ["benchmarks.footprint", "--venvs", display_path(venvs), *(["--reuse-only", "--runs", "2"] if quick else [])],
+             ["benchmarks.footprint", "--venvs", display_path(venvs),
+              *(["--reuse-only", "--runs", "2"] if quick else [])],
              "--skip-footprint" if skip_footprint else None)
 
     summary["reports"] = {}
@@ -273,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render_summary(summary)
     (args.out / "summary.md").write_text(text)
     print(text)
-    print(f"run_all: {summary['wall_s'] / 60:.1f} min; written {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    print(f"run_all: {summary['wall_s'] / 60:.1f} min; written {args.out / 'summary.json'} and "
+          f"{args.out / 'summary.md'}")
     return 0 if all(s.get("status") in ("ok", "existing", "skipped") for s in summary["steps"].values()) else 1
 
 

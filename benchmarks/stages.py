@@ -106,7 +106,8 @@ class PreparedWindow:
         kv: A cache of the backend for the decoder calls (``None`` without them).
         system_tokens: Positions of the system prompt.
         window_tokens: Positions one window appends.
-        step_token: The token the decode step feeds (the arg-max after the window).
+        step_token: The token the decode steps feed (the arg-max after the window; ``<feedback>`` when the decoder
+            was not run).
         segments: The window's decoder segments (prefix ids, image rows, video rows, suffix ids).
     """
 
@@ -172,7 +173,7 @@ def prepare_window(
     segments = window_segments(prompt, [work.image_tokens, work.video_tokens])
     window_tokens = len(prompt.window_prefix_ids) + backend.facts.num_visual_tokens + len(prompt.window_suffix_ids)
     kv = None
-    step_token = 0
+    step_token = backend.action_token_ids.feedback  # what the first decode step after a window feeds
     if decoder:
         kv = backend.allocate_kv(len(prompt.system_ids) + window_tokens + 8)
         backend.decode([list(prompt.system_ids)], kv)
@@ -314,7 +315,8 @@ def measure_projectors(p: PreparedWindow, repeats: int, warmup: int, sync: Calla
         tokens = model.encode_video(pixels)
         pooled = model.pool_video(tokens)
         return {
-            "image_etp (16 frames)": summarize_ms(time_call(lambda: model.project_images(feats), repeats, warmup, sync)),
+            "image_etp (16 frames)": summarize_ms(
+                time_call(lambda: model.project_images(feats), repeats, warmup, sync)),
             "video_pool + video_etp": summarize_ms(
                 time_call(lambda: model.project_video(model.pool_video(tokens)), repeats, warmup, sync)),
             "video_etp": summarize_ms(time_call(lambda: model.project_video(pooled), repeats, warmup, sync)),

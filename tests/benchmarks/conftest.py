@@ -32,7 +32,8 @@ def components_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir
     from benchmarks import components
 
     return _run(components.main, [
-        "--preset", "tiny", "--variants", "pytorch:fp32", "--stages", "preprocess,image_encoder,frame_selection,video_encoder,decode_step",
+        "--preset", "tiny", "--variants", "pytorch:fp32",
+        "--stages", "preprocess,image_encoder,frame_selection,video_encoder,decode_step",
         "--ratios", "cache,append", "--repeats", "2", "--warmup", "0", "--batch-sizes", "1,2", "--contexts", "70,300",
         "--append-tokens", "64", "--cache-windows", "2", "--checkpoint-dir", str(tiny_checkpoint_dir),
     ], tmp_path_factory.mktemp("components"), "components.json")
@@ -76,5 +77,5 @@ def gpu_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path)
     """``benchmarks.gpu`` in its CPU smoke mode on the tiny preset."""
     from benchmarks import gpu
 
-    return _run(gpu.main, ["--device", "cpu", "--preset", "tiny", "--quick", "--checkpoint-dir", str(tiny_checkpoint_dir)],
-                tmp_path_factory.mktemp("gpu"), "gpu.json")
+    return _run(gpu.main, ["--device", "cpu", "--preset", "tiny", "--quick",
+                           "--checkpoint-dir", str(tiny_checkpoint_dir)], tmp_path_factory.mktemp("gpu"), "gpu.json")

@@ -75,15 +75,18 @@ def test_machine_info_never_imports_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, benchmarks.common as c; m = c.machine_info(); print('torch' in sys.modules, m['versions']['numpy'] is not None)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    code = ("import sys, benchmarks.common as c; m = c.machine_info(); "
+            "print('torch' in sys.modules, m['versions']['numpy'] is not None)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = proc.stdout.split()
     assert out == ["False", "True"]
     assert machine_info()["torch_threads"] is not None  # this test process has torch loaded (tests/conftest.py)
 
 
 def test_command_line_quotes_arguments() -> None:
     """The recorded command reproduces the run, quoting arguments with spaces."""
-    assert command_line("benchmarks.stream", ["--source", "my clip.mp4"]) == "python -m benchmarks.stream --source 'my clip.mp4'"
+    expected = "python -m benchmarks.stream --source 'my clip.mp4'"
+    assert command_line("benchmarks.stream", ["--source", "my clip.mp4"]) == expected
 
 
 def test_markdown_table_shape() -> None:

@@ -19,7 +19,8 @@ def test_gpu_smoke_report_schema(gpu_run: tuple[Path, dict[str, Any]]) -> None:
     out, report = gpu_run
     assert_header(report, "gpu")
     assert report["device"] == "cpu" and report["variants"] == ["pytorch:fp32"]
-    assert {"image_encoder", "video_encoder", "decoder_prefill", "decoder_append", "decode_step"} <= set(report["stages"])
+    stages = {"image_encoder", "video_encoder", "decoder_prefill", "decoder_append", "decode_step"}
+    assert stages <= set(report["stages"])
     curves = report["curves"]["pytorch:fp32"]
     assert [p["tokens"] for p in curves["prefill_vs_length"]] == [64, 256]
     assert len(curves["append_vs_context"]) == 2

@@ -88,7 +88,8 @@ def test_gpu_report_renders_full_and_readme(gpu_run: tuple[Path, dict[str, Any]]
     _, report = gpu_run
     assert render(report).startswith("### GPU (tiny, cpu")
     readme = render_mode(report, "readme")
-    assert readme.startswith("| stage p50 ms | pytorch:fp32 |") and "StreamSession" in readme and "greedy step" in readme
+    assert readme.startswith("| stage p50 ms | pytorch:fp32 |")
+    assert "StreamSession" in readme and "greedy step" in readme
 
 
 def test_stored_schema_1_gpu_report_is_labelled_as_such() -> None:
