@@ -19,10 +19,10 @@ webcam CLI and the demo run) on one backend, after an untimed warm-up window; :f
 
 Feedback is forced with the ``every_n`` policy (``--every-n``, no minimum interval) so every run measures the time to
 first token and tokens/s. Per window it records each stage's latency (``WindowDecided.latency_ms``, the stage names
-of ``runtime.stats.STAGES``: frame decode,
-preprocessing, image encoder with its image ETP, frame selection, video encoder with pooling and video ETP, decoder
-append, action decision; the projectors are inside the encoders' graphs in the backend API, and ``components.py``
-times them apart on the reference), the KV-cache bytes, and the process's peak RSS.
+of ``runtime.stats.STAGES``: frame decode, preprocessing, image encoder with its image ETP, frame selection, video
+encoder with pooling and video ETP, decoder append, action decision; the projectors are inside the encoders' graphs
+in the backend API, and ``components.py`` times them apart on the reference), the KV-cache bytes, and the process's
+peak RSS.
 
 ``--duration`` is seconds of *stream*; a window covers 2 s every 1.5 s, so N windows need ``2 + 1.5 (N - 1)`` s.
 At the 0.5B geometry on a 2-core CPU one window takes minutes (VideoMamba's 32 blocks dominate): use

@@ -6,9 +6,12 @@ Run: ``.venv/bin/python -m pytest -q tests/benchmarks/test_gpu.py``
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from benchmarks import gpu
 from tests.benchmarks.helpers import assert_header, assert_percentiles_ordered
@@ -41,3 +44,18 @@ def test_gpu_module_makes_no_model_call_of_its_own() -> None:
     for call in (".decode(", ".step(", ".encode_images(", ".encode_video(", ".select_frames(", ".extend(",
                  "forward_cached(", "decode_step("):
         assert call not in source, call
+
+
+def test_checkpoint_without_vocabulary_gets_the_carried_tokenizer(
+    tmp_path: Path, tiny_checkpoint: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine without dashscope (the GPU image) the checkpoint is written without a tokenizer and the carried
+    tokenizer files are copied in, so the session can tokenize its prompt; without them the error says what to pass."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "dashscope" else real_find_spec(name, *a))
+    with pytest.raises(FileNotFoundError, match="pass --tokenizer-dir"):
+        gpu.checkpoint_with_tokenizer("tiny", tmp_path / "ck", None)
+    model_dir, _ = gpu.checkpoint_with_tokenizer("tiny", tmp_path / "ck", tiny_checkpoint[0])
+    assert (model_dir / "tokenizer.json").read_bytes() == (tiny_checkpoint[0] / "tokenizer.json").read_bytes()
+    assert (model_dir / "generation_config.json").is_file()
