@@ -55,8 +55,12 @@ bench: $(STAMP)
 gpu-check:
 	$(PY) -m validation.gpu_numerics --out artifacts/gpu_numerics
 
+# On a CUDA machine: the runtime's StreamSession, stage table, curves and greedy-vs-isolated decode with pytorch on
+# cuda (fp16, fp32) at 0.5B; TensorRT with TRT=DIR. Without the dashscope vocabulary there, carry
+# artifacts/gpu_tokenizer (the tokenizer files of checkpoints/tiny/model; see docs/benchmarks.md).
+TRT ?=
 bench-gpu:
-	$(PY) -m benchmarks.gpu --out artifacts/bench_gpu
+	$(PY) -m benchmarks.gpu --out artifacts/bench_gpu $(if $(wildcard artifacts/gpu_tokenizer/tokenizer.json),--tokenizer-dir artifacts/gpu_tokenizer) $(if $(TRT),--tensorrt-engines $(TRT))
 
 clean:
 	rm -rf engines/* artifacts checkpoints .pytest_cache

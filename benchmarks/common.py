@@ -1,7 +1,9 @@
 """Shared measurement helpers of the benchmarks: machine description, timers, percentiles, A/B ratios, reports.
 
-Depends only on the standard library, numpy and (lazily) torch, so the GPU script can use it on a machine that has
-neither onnxruntime nor psutil nor matplotlib.
+These are the benchmarks' only timers and machine description (every benchmark module, the selective-scan study
+included, uses them). Depends only on the standard library and numpy: torch is never imported here (its version is
+read from package metadata, its thread count and GPU only when the benchmark already imported it), so an ONNX Runtime
+run is not measured with torch loaded.
 
 Method (every benchmark follows it):
 
@@ -38,14 +40,17 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Version of the JSON layout written by the benchmarks (bump on incompatible changes).
-SCHEMA_VERSION = 1
+#: Version of the JSON layout written by the benchmarks (bump on incompatible changes). 2: the lean runtime's
+#: interfaces (GPU reports from the session and stages instead of a model-side loop; decode, allocations, footprint).
+SCHEMA_VERSION = 2
 
 #: Distributions whose versions every report records (``None`` when not installed).
 VERSIONED_PACKAGES = (
     "torch",
     "transformers",
     "numpy",
+    "tokenizers",
+    "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
     "tensorrt",
@@ -85,11 +90,15 @@ def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str
     return versions
 
 
-def gpu_info() -> dict[str, Any] | None:
-    """Name, memory and CUDA version of GPU 0 via torch, or ``None`` when torch sees no CUDA device."""
-    import torch
+def _loaded_torch() -> Any | None:
+    """The torch module when this process already imported it (never imported here), else ``None``."""
+    return sys.modules.get("torch")
 
-    if not torch.cuda.is_available():
+
+def gpu_info() -> dict[str, Any] | None:
+    """Name, memory and CUDA version of GPU 0 via torch, or ``None`` when torch is not loaded or sees no CUDA device."""
+    torch = _loaded_torch()
+    if torch is None or not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
     return {
@@ -109,10 +118,9 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         threads: Intra-op threads the benchmark asked for (recorded as given).
 
     Returns:
-        The machine dict of every report.
+        The machine dict of every report (``torch_threads`` is ``None`` when torch is not loaded).
     """
-    import torch
-
+    torch = _loaded_torch()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -122,7 +130,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "threads": threads,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "gpu": gpu_info(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -298,7 +306,11 @@ def time_ms(fn: Callable[[], object], sync: Callable[[], None] = no_sync) -> flo
 
 
 def time_call(
-    fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable[[], None] = no_sync
+    fn: Callable[[], object],
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[], None] = no_sync,
+    before: Callable[[], object] | None = None,
 ) -> list[float]:
     """Times ``fn`` ``repeats`` times after ``warmup`` untimed calls.
 
@@ -307,6 +319,7 @@ def time_call(
         repeats: Timed calls (>= 1).
         warmup: Untimed calls first (burn-in, discarded).
         sync: Device synchronize function.
+        before: Untimed set-up before every call, warm-up included (e.g. cutting a KV cache back to its length).
 
     Returns:
         Samples in ms.
@@ -316,10 +329,16 @@ def time_call(
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    prepare = before or _nothing
     for _ in range(warmup):
+        prepare()
         fn()
     sync()
-    return [time_ms(fn, sync) for _ in range(repeats)]
+    samples = []
+    for _ in range(repeats):
+        prepare()
+        samples.append(time_ms(fn, sync))
+    return samples
 
 
 def time_interleaved(
@@ -327,6 +346,7 @@ def time_interleaved(
     repeats: int,
     warmup: int = 1,
     sync: Callable[[], None] = no_sync,
+    before: Mapping[str, Callable[[], object]] | None = None,
 ) -> dict[str, list[float]]:
     """Times several variants round by round, alternating their order every round.
 
@@ -335,6 +355,7 @@ def time_interleaved(
         repeats: Rounds (each variant is timed once per round).
         warmup: Untimed calls of each variant first.
         sync: Device synchronize function.
+        before: Name -> untimed set-up run before each call of that variant (warm-up included).
 
     Returns:
         Name -> samples in ms, index i being round i.
@@ -345,14 +366,21 @@ def time_interleaved(
     if repeats < 1 or not variants:
         raise ValueError(f"time_interleaved needs variants and repeats >= 1, got {len(variants)} and {repeats}")
     names = list(variants)
+    prepare = {name: (before or {}).get(name) or _nothing for name in names}
     for _ in range(warmup):
         for name in names:
+            prepare[name]()
             variants[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
+            prepare[name]()
             samples[name].append(time_ms(variants[name], sync))
     return samples
+
+
+def _nothing() -> None:
+    """The default untimed set-up."""
 
 
 # --------------------------------------------------------------------------------------------------------- memory + io

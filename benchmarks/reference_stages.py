@@ -4,26 +4,25 @@
 
 Writes a random-weight checkpoint of the preset if missing (checkpoints/<preset>), then times each stage of one
 call with warm-up and repeats: preprocessing (both branches), CLIP, frame scoring + top-K, VideoMamba (with each
-requested scan implementation), pooling + projectors, prefill of the whole prompt, and single-token decode steps.
-Reports medians and the visual-token count. Numbers come from random weights and the machine named in the JSON.
+requested scan implementation), pooling + projectors, prefill of the whole prompt, and single-token decode steps
+(the reference's own ``decode_step``, not the runtime: ``benchmarks.components`` times the runtime's backends).
+Reports p50/p95/p99 (``benchmarks.common`` timers) and the visual-token count. Numbers come from random weights and
+the machine named in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine_info, time_call
+from benchmarks.common import command_line, report_header, summarize_ms, time_call, write_json
 from mobile_videogpt import frame_selection
 from mobile_videogpt.checkpoint import load_model
 from mobile_videogpt.synthetic import ensure_synthetic_checkpoint
@@ -31,13 +30,13 @@ from mobile_videogpt.synthetic import ensure_synthetic_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def time_stage(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Times ``fn`` after warm-up; returns median/min/max in ms and the sample count."""
-    samples = time_call(fn, repeats, warmup)
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": repeats}
+def time_stage(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, float | int]:
+    """Times ``fn`` after warm-up (``benchmarks.common`` timers): p50/p95/p99/min/max/mean in ms and ``n``."""
+    return summarize_ms(time_call(fn, repeats, warmup))
 
 
-def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, threads: int) -> dict[str, object]:
+def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, threads: int,
+        command: str) -> dict[str, Any]:
     """Measures every stage once per repeat.
 
     Args:
@@ -46,6 +45,7 @@ def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, thr
         scan_impls: Selective-scan implementations to time VideoMamba with.
         decode_steps: Decode steps to time.
         threads: torch intra-op threads.
+        command: Command line for the report.
 
     Returns:
         The report dict.
@@ -76,33 +76,25 @@ def run(preset: str, repeats: int, scan_impls: list[str], decode_steps: int, thr
     stages[f"LLM prefill ({embeds.shape[0]} tokens)"] = time_stage(lambda: model.decode_step(embeds[None]), max(1, repeats // 2))
     logits, past = model.decode_step(embeds[None])
     step_embeds = model.embed_tokens([int(logits.argmax())])[None]
-    samples = []
-    for _ in range(decode_steps):
-        start = time.perf_counter()
-        model.decode_step(step_embeds, past)
-        samples.append((time.perf_counter() - start) * 1e3)
-    stages[f"LLM decode step (context {embeds.shape[0]})"] = {
-        "median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": decode_steps,
-    }
+    stages[f"LLM decode step (context {embeds.shape[0]})"] = time_stage(
+        lambda: model.decode_step(step_embeds, past), decode_steps, warmup=0)
     kv_bytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in past)
-    return {
-        "preset": preset,
-        "random_weights": True,
-        "machine": machine_info(threads),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "threads": threads,
+    report = report_header("reference_stages", command, preset=preset, backend="pytorch (reference model)",
+                           precision="fp32", threads=threads)
+    report.update({
         "visual_tokens_per_call": int(visual.shape[0]),
         "prompt_tokens": int(embeds.shape[0]),
         "kv_cache_bytes_fp32": int(kv_bytes),
         "stages": stages,
-    }
+    })
+    return report
 
 
-def to_markdown(report: dict[str, object]) -> str:
+def to_markdown(report: dict[str, Any]) -> str:
     """Renders the stage table."""
-    lines = ["| stage | median ms | min ms | n |", "|---|---|---|---|"]
-    for name, s in report["stages"].items():  # type: ignore[union-attr]
-        lines.append(f"| {name} | {s['median_ms']:.1f} | {s['min_ms']:.1f} | {s['n']} |")
+    lines = ["| stage | p50 ms | min ms | n |", "|---|---|---|---|"]
+    for name, s in report["stages"].items():
+        lines.append(f"| {name} | {s['p50_ms']:.1f} | {s['min_ms']:.1f} | {s['n']} |")
     return "\n".join(lines)
 
 
@@ -117,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts/reference_stages.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run(args.preset, args.repeats, args.scan_impls.split(","), args.decode_steps, args.threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    report = run(args.preset, args.repeats, args.scan_impls.split(","), args.decode_steps, args.threads,
+                 command_line("benchmarks.reference_stages", argv))
+    write_json(args.out, report)
     print(to_markdown(report))
     print(f"visual tokens per call: {report['visual_tokens_per_call']}; written {args.out}")
     return 0

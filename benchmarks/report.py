@@ -18,6 +18,7 @@ A generated block in a Markdown file names its JSON and mode and is replaced who
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import re
@@ -28,6 +29,9 @@ from typing import Any
 from benchmarks.common import REPO, fmt_ms, machine_line, markdown_table
 
 logger = logging.getLogger("benchmarks.report")
+
+#: Benchmarks whose module renders its own report (``benchmarks.<name>.to_markdown``).
+RENDERERS = ("components", "stream", "gpu", "decode", "allocations", "footprint")
 
 BLOCK = re.compile(
     r"(<!-- BEGIN benchmarks\.report (?P<path>\S+) (?P<mode>full|readme|headline) -->\n)(?P<body>.*?)(<!-- END benchmarks\.report -->)",
@@ -58,15 +62,12 @@ def render(report: dict[str, Any]) -> str:
     kind = report.get("benchmark")
     if kind == "run_all":
         return render_summary(report)
-    if kind == "components":
-        from benchmarks.components import to_markdown
-    elif kind == "stream":
-        from benchmarks.stream import to_markdown
-    elif kind == "gpu":
-        from benchmarks.gpu import to_markdown
-    else:
+    if kind == "gpu" and report.get("schema_version", 1) < 2:
+        return gpu_v1_markdown(report)
+    if kind not in RENDERERS:
         raise ValueError(f"unknown benchmark {kind!r} in report")
-    return to_markdown(report)
+    module = importlib.import_module(f"benchmarks.{kind}")
+    return module.to_markdown(report)
 
 
 def headline(summary: dict[str, Any]) -> str:
@@ -119,6 +120,7 @@ def headline(summary: dict[str, Any]) -> str:
                 f"{Path(st['source']['spec']).name}):", "",
                 markdown_table(["run", "input FPS", "RTF", "processed / skipped", "window p50/p95/p99 ms",
                                 "TTFT p50 ms", "tokens/s p50", "KV max MiB", "peak RSS MiB"], rows), ""]
+    out += runtime_path_sections(reports)
     for name, big in reports.items():
         if not name.startswith("components_0.5b"):
             continue
@@ -143,6 +145,32 @@ def headline(summary: dict[str, Any]) -> str:
         out += ["", "Not measured in this run: " + "; ".join(
             [f"{k} ({r})" for k, r in skipped.items()] + [f"{k} ({s})" for k, s in failed.items()]) + "."]
     return "\n".join(out) + "\n"
+
+
+def runtime_path_sections(reports: dict[str, Any]) -> list[str]:
+    """The decode, allocation and footprint tables of a summary (empty when those steps did not run)."""
+    from benchmarks import allocations, decode, footprint
+
+    out: list[str] = []
+    rows = [row for name, r in reports.items() if name.startswith("decode_") for row in decode.table_rows(r)]
+    if rows:
+        goal = next(r["goal_ratio"] for name, r in reports.items() if name.startswith("decode_"))
+        out += [f"**Greedy-generation step vs isolated decode step** (the session's `FeedbackStage` loop vs one "
+                f"`backend.decode` call on the same context, interleaved; goal on the CPU <= {goal:.2f}):", "",
+                markdown_table(decode.TABLE_HEADER, rows), ""]
+    rows = [row for name, r in reports.items() if name.startswith("allocations_")
+            for row in allocations.table_rows(r)]
+    if rows:
+        out += ["**Bytes allocated per decoded token** (Python/numpy allocations per `backend.decode` call, "
+                "tracemalloc; RSS growth over consecutive steps):", "",
+                markdown_table(allocations.TABLE_HEADER, rows), ""]
+    fp = reports.get("footprint")
+    if fp and fp.get("status") == "measured":
+        out += ["**Install footprint and import time** (throwaway venvs; imports in fresh interpreters):", "",
+                markdown_table(footprint.TABLE_HEADER, footprint.table_rows(fp)), ""]
+    elif fp:
+        out += [f"Install footprint not measured: {fp.get('reason')}.", ""]
+    return out
 
 
 def render_summary(summary: dict[str, Any]) -> str:
@@ -195,6 +223,17 @@ def readme_table(summary: dict[str, Any]) -> str:
         notes.append(f"paced: {p['windows']['processed']} windows processed, {p['windows']['skipped']} skipped")
     if comp and "cache" in comp.get("ratios", {}):
         notes.append(f"frame cache saves {1 - comp['ratios']['cache']['ratio']['ratio_p50']:.0%} of image-encoding time")
+    ratios = [f"{r['preset']} {v} {x['ratio']['ratio_p50']:.2f}" for name, r in reports.items()
+              if name.startswith("decode_") for v, x in r["variants"].items()]
+    if ratios:
+        notes.append("greedy step / isolated decode step: " + ", ".join(ratios))
+    fp = reports.get("footprint")
+    if fp and fp.get("status") == "measured":
+        v = fp["venvs"]
+        sizes = " vs ".join(f"{k} {e['site_packages_bytes'] / 2**20:.0f} MiB" for k, e in v.items())
+        imports = ", ".join(f"{k} {e['imports']['runtime.webcam']['wall']['p50_ms']:.0f} ms" for k, e in v.items()
+                            if "runtime.webcam" in e["imports"])
+        notes.append(f"install {sizes}; `import runtime.webcam` {imports}")
     text = "\n".join(lines)
     if notes:
         text += "\n\n" + "; ".join(notes) + "."
@@ -202,14 +241,68 @@ def readme_table(summary: dict[str, Any]) -> str:
 
 
 def gpu_readme_table(report: dict[str, Any]) -> str:
-    """The compact README table of a ``benchmarks.gpu`` report: per-stage p50 per precision, decode and streaming.
+    """The compact README table of a ``benchmarks.gpu`` report: per-stage p50 per variant, decode and the session run.
 
     Args:
-        report: ``benchmarks.gpu``'s report.
+        report: ``benchmarks.gpu``'s report (any schema version).
 
     Returns:
         Markdown.
     """
+    if report.get("schema_version", 1) < 2:
+        return gpu_v1_readme_table(report)
+    variants = report["variants"]
+    rows = [[stage, *[fmt_ms((per.get(v) or per["host"])["p50_ms"]) for v in variants]]
+            for stage, per in report["stages"].items()]
+    gpu = report["machine"]["gpu"]["name"] if report["machine"].get("gpu") else report["device"]
+    notes = []
+    for name, d in report["decode"]["variants"].items():
+        notes.append(f"{name}: greedy step p50 {fmt_ms(d['greedy_step']['p50_ms'])} ms vs isolated "
+                     f"{fmt_ms(d['isolated']['p50_ms'])} ms ({d['ratio']['ratio_p50']:.2f})")
+    for name, st in report["stream"].items():
+        r = st["runs"]["unpaced"]
+        per_s = r["windows"]["processed"] / r["processing_s"] if r["processing_s"] > 0 else 0.0
+        notes.append(f"{name}: StreamSession {per_s:.2f} windows/s (RTF {r['real_time_factor']:.2f})")
+    return (markdown_table(["stage p50 ms", *variants], rows)
+            + f"\n\n{report['preset']} on {gpu}: " + "; ".join(notes) + f". {machine_line(report)}. Random weights.\n")
+
+
+#: Caption of reports written by the GPU script before the lean runtime (schema 1).
+GPU_V1_NOTE = ("Schema 1 report (before the lean runtime): stages through the reference model's own methods, decode "
+               "steps on its rebuilt `DynamicCache`, and a model-side streaming loop that reset the context after "
+               "`max_windows` (not the runtime's `StreamSession`); `make bench-gpu` now measures the runtime itself.")
+
+
+def gpu_v1_markdown(report: dict[str, Any]) -> str:
+    """Full Markdown of a schema-1 GPU report (``benchmarks/results/gpu_h200/gpu.json`` until it is re-measured)."""
+    precisions = report["precision"].split(",")
+    rows = []
+    for stage, per in report["stages"].items():
+        cells = [_p(per.get(p) or per.get("cpu")) for p in precisions]
+        ratio = "; ".join(f"{k}: {_ratio(r[stage])}" for k, r in report["ratios"].items() if stage in r)
+        rows.append([stage, *cells, ratio or "-"])
+    out = [f"### GPU stages ({report['preset']}, {report['device']}, random weights)", "",
+           f"Machine: {machine_line(report)}", "", GPU_V1_NOTE, "",
+           markdown_table(["stage", *[f"{p} p50/p95/p99 ms" for p in precisions], "ratio (median [p10-p90])"], rows)]
+    d, st = report["decode"], report["stream"]
+    out += ["", f"Decode: {d['tokens_per_s_p50']:.1f} tokens/s (median step {fmt_ms(d['step']['p50_ms'])} ms, "
+            f"context {d['context_tokens_start']}). Streaming: {st['windows_per_s']:.2f} windows/s over "
+            f"{st['windows']} windows (window p50 {fmt_ms(st['window']['p50_ms'])} ms, real-time factor "
+            f"{st['real_time_factor']:.3f}); KV max {st['kv_bytes_max'] / 2**20:.1f} MiB."]
+    c = report["curves"]
+    out += ["", markdown_table(["context tokens", "append window p50 ms", "decode step p50 ms", "KV MiB"], [
+        [a["context_tokens"], fmt_ms(a["p50_ms"]), fmt_ms(b["p50_ms"]), f"{a['kv_bytes'] / 2**20:.1f}"]
+        for a, b in zip(c["append_vs_context"], c["decode_step_vs_context"])])]
+    out += ["", markdown_table(["prefill tokens", "p50 ms", "tokens/s"], [
+        [p["tokens"], fmt_ms(p["p50_ms"]), f"{p['tokens_per_s']:.0f}"] for p in c["prefill_vs_length"]])]
+    out += ["", markdown_table(["image batch", "p50 ms", "per frame ms"], [
+        [p["batch"], fmt_ms(p["p50_ms"]), fmt_ms(p["per_frame_p50_ms"])] for p in c["image_encoder_vs_batch"]])]
+    out += ["", f"TensorRT: {report['tensorrt']['status']}"]
+    return "\n".join(out) + "\n"
+
+
+def gpu_v1_readme_table(report: dict[str, Any]) -> str:
+    """The compact README table of a schema-1 GPU report."""
     precisions = report["precision"].split(",")
     rows = [[stage, *[fmt_ms((per.get(p) or per["cpu"])["p50_ms"]) for p in precisions]]
             for stage, per in report["stages"].items()]
@@ -217,8 +310,8 @@ def gpu_readme_table(report: dict[str, Any]) -> str:
     gpu = report["machine"]["gpu"]["name"] if report["machine"].get("gpu") else report["device"]
     return (markdown_table(["stage p50 ms", *precisions], rows)
             + f"\n\n{report['preset']} on {gpu}: decode {d['tokens_per_s_p50']:.1f} tokens/s ({precisions[0]}), "
-            f"streaming {st['windows_per_s']:.2f} windows/s (RTF {st['real_time_factor']:.2f}). "
-            f"{machine_line(report)}. Random weights.\n")
+            f"model-side streaming loop {st['windows_per_s']:.2f} windows/s (RTF {st['real_time_factor']:.2f}). "
+            f"{GPU_V1_NOTE} {machine_line(report)}. Random weights.\n")
 
 
 def render_mode(report: dict[str, Any], mode: str) -> str:
@@ -256,34 +349,32 @@ def update_doc(path: Path, check: bool = False) -> bool:
 
 
 def plot_gpu(report: dict[str, Any], out: Path) -> list[Path]:
-    """Plots of a GPU report: streaming-loop stage breakdown and the scaling curves.
+    """Plots of a GPU report: per-window stage breakdown of the streaming run(s) and the scaling curves.
 
     Args:
-        report: ``benchmarks.gpu`` report.
+        report: ``benchmarks.gpu`` report (any schema version).
         out: Folder.
 
     Returns:
         PNGs written.
     """
     from benchmarks.plots import curves, stacked_latency_bar
+    from benchmarks.scaling import curve_panels
 
-    stages = report["stream"]["stages"]
-    bar = stacked_latency_bar(out / "gpu_stream_latency.png",
-                              {f"{report['preset']} {report['precision'].split(',')[0]}": {s: v["p50_ms"] for s, v in stages.items()}},
-                              f"GPU streaming window latency ({report['machine']['gpu']['name'] if report['machine'].get('gpu') else report['device']})")
-    c = report["curves"]
-    panels = [
-        {"title": "append window vs context", "xlabel": "context tokens", "ylabel": "p50 ms",
-         "series": {"append": ([p["context_tokens"] for p in c["append_vs_context"]], [p["p50_ms"] for p in c["append_vs_context"]]),
-                    "decode step": ([p["context_tokens"] for p in c["decode_step_vs_context"]],
-                                    [p["p50_ms"] for p in c["decode_step_vs_context"]])}},
-        {"title": "prefill vs length", "xlabel": "tokens", "ylabel": "p50 ms",
-         "series": {"prefill": ([p["tokens"] for p in c["prefill_vs_length"]], [p["p50_ms"] for p in c["prefill_vs_length"]])}},
-        {"title": "image encoder vs batch", "xlabel": "frames", "ylabel": "p50 ms",
-         "series": {"image encoder": ([p["batch"] for p in c["image_encoder_vs_batch"]],
-                                      [p["p50_ms"] for p in c["image_encoder_vs_batch"]])}},
-    ]
-    return [bar, curves(out / "gpu_scaling.png", panels, f"GPU scaling, {report['preset']} (random weights)")]
+    gpu = report["machine"]["gpu"]["name"] if report["machine"].get("gpu") else report["device"]
+    if report.get("schema_version", 1) < 2:
+        label = f"{report['preset']} {report['precision'].split(',')[0]} (model-side loop, schema 1)"
+        bars = {label: {s: v["p50_ms"] for s, v in report["stream"]["stages"].items()}}
+        curve_sets = {"pytorch": report["curves"]}
+    else:
+        from benchmarks.stream import STACKED_STAGES
+
+        bars = {name: {s: r["p50_ms"] for s, r in st["runs"]["unpaced"]["stages"].items() if s in STACKED_STAGES}
+                for name, st in report["stream"].items()}
+        curve_sets = report["curves"]
+    bar = stacked_latency_bar(out / "gpu_stream_latency.png", bars, f"GPU streaming window latency ({gpu})")
+    return [bar, curves(out / "gpu_scaling.png", curve_panels(curve_sets),
+                        f"GPU scaling, {report['preset']} (random weights)")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,11 +22,8 @@ torch is imported lazily: the ORT child processes import only numpy and onnxrunt
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,19 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import REPO, command_line, machine_line, report_header, summarize, write_json
+
 logger = logging.getLogger("benchmarks.scan_formulations")
 
 THREADS = 2
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def _summary_ms(seconds: list[float]) -> dict[str, float]:
-    ms = [s * 1e3 for s in seconds]
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "p95_ms": _percentile(ms, 95), "n": len(ms)}
+    """``benchmarks.common.summarize`` of samples in seconds, with the median under the key this study's tables use."""
+    s = summarize([t * 1e3 for t in seconds], "_ms")
+    return {"median_ms": s["p50_ms"], "min_ms": s["min_ms"], "p95_ms": s["p95_ms"], "n": s["n"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -136,32 +131,6 @@ def run_child(model: Path, inputs: Path, outputs: Path, warmup: int, runs: int) 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parent
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, library versions, date and load average."""
-    import onnx
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError as exc:
-        logger.warning("could not read /proc/cpuinfo: %s", exc)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_start": os.getloadavg(),
-        "threads": THREADS,
-    }
 
 
 def _errors(y: np.ndarray, ref64: np.ndarray) -> dict[str, float]:
@@ -551,13 +520,14 @@ def main(argv: list[str] | None = None) -> int:
         return [int(v) for v in text.split(",") if v.strip()]
 
     shape = {"length": args.length, "dim": args.dim, "n_state": args.n_state}
-    report: dict[str, Any] = {
-        "machine": machine_info(),
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.scan_formulations", *sys.argv[1:]]),
+    report: dict[str, Any] = report_header("scan_formulations", command_line("benchmarks.scan_formulations", argv),
+                                           preset=None, backend="onnxruntime,pytorch", precision="fp32",
+                                           threads=THREADS, random_weights=False)
+    report.update({
         "setting": {**shape, "batch": 1, "delta_softplus": True, "stress_noise": args.stress_noise,
                     "rounds": args.rounds, "runs": args.runs,
                     "warmup": args.warmup, "ort": "CPUExecutionProvider, intra_op 2, inter_op 1, ORT_ENABLE_ALL"},
-    }  # fmt: skip
+    })  # fmt: skip
     inputs = {kind: make_scan_inputs(kind, **shape, stress_noise=args.stress_noise) for kind in ("normal", "stress")}
     ref64 = {kind: selective_scan_float64(**inputs[kind], delta_softplus=True).numpy() for kind in inputs}
     report["inputs"] = {}
@@ -583,18 +553,15 @@ def main(argv: list[str] | None = None) -> int:
         report["eager"] = {}
     if args.encoder_depth:
         report["encoder"] = time_encoder(args.encoder_depth, args.runs, args.workdir)
-    report["machine"]["loadavg_end"] = os.getloadavg()
     table = markdown_table(report)
     if "encoder" in report:
         table += "\n\n" + encoder_table(report["encoder"])
     report["table_md"] = table
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(args.out, report)  # records the load average at the end beside the one at the start
     m = report["machine"]
     sys.stdout.write(
-        f"\n{m['cpu']}, {m['cores']} cores, GPU {m['gpu']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-        f"{m['date']}, load {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}\n\n{table}\n\n"
-        f"written: {args.out}\n"
+        f"\n{machine_line(report)}, load {m['load_average_at_start'][0]:.1f} -> {m['load_average_at_end'][0]:.1f}"
+        f"\n\n{table}\n\nwritten: {args.out}\n"
     )
     return 0
 

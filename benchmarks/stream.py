@@ -5,8 +5,10 @@ Usage::
     python -m benchmarks.stream --preset tiny --backend onnxruntime --source synthetic --duration 20 --out DIR
     python -m benchmarks.stream --preset 0.5b --backend pytorch --source clip.mp4 --duration 3.5 --out DIR
 
-Runs ``runtime.pipeline.StreamingEngine`` (capture thread, ring buffer, scheduler, feature cache, decoder context,
-policy, feedback generation: the code the demo runs) twice on the same backend, after an untimed warm-up window:
+Runs ``runtime.engine.StreamingEngine`` (capture thread, ring buffer, scheduler, and on the inference thread the
+``runtime.session.StreamSession``: feature cache, stages, decoder context, policy, feedback generation; the code the
+webcam CLI and the demo run) on one backend, after an untimed warm-up window; :func:`measure_runs` is also what
+``benchmarks.gpu`` runs for PyTorch on CUDA:
 
 * **unpaced**: frames are decoded as fast as possible and every window is processed in order
   (``window.latest_wins: false``, a ring buffer that holds the whole stream), so the run measures throughput:
@@ -16,10 +18,11 @@ policy, feedback generation: the code the demo runs) twice on the same backend, 
   the run measures how many windows a live stream would skip.
 
 Feedback is forced with the ``every_n`` policy (``--every-n``, no minimum interval) so every run measures the time to
-first token and tokens/s. Per window it records each stage's latency (from ``WindowDecided.latency_ms``: frame decode,
-preprocessing, image encoder with its image ETP, frame selection, video encoder with pooling and video ETP, decoder
-append, action decision; the projectors are inside the encoders' graphs in the backend API, and ``components.py``
-times them apart on the reference), the KV-cache bytes, and the process's peak RSS.
+first token and tokens/s. Per window it records each stage's latency (``WindowDecided.latency_ms``, the stage names
+of ``runtime.stats.STAGES``: frame decode, preprocessing, image encoder with its image ETP, frame selection, video
+encoder with pooling and video ETP, decoder append, action decision; the projectors are inside the encoders' graphs
+in the backend API, and ``components.py`` times them apart on the reference), the KV-cache bytes, and the process's
+peak RSS.
 
 ``--duration`` is seconds of *stream*; a window covers 2 s every 1.5 s, so N windows need ``2 + 1.5 (N - 1)`` s.
 At the 0.5B geometry on a 2-core CPU one window takes minutes (VideoMamba's 32 blocks dominate): use
@@ -51,10 +54,10 @@ from benchmarks.common import (
     summarize_ms,
     write_json,
 )
-from mobile_videogpt.synthetic import ensure_synthetic_checkpoint
-from runtime.backends import create_backend, tokenizer_for
+from benchmarks.fixtures import SYNTHETIC_FPS, Variant, build_backend
 from runtime.backends.base import ModelBackend
 from runtime.config import StreamingConfig, apply_overrides, load_config
+from runtime.engine import StreamingEngine
 from runtime.events import (
     ContextCleared,
     ContextEvicted,
@@ -66,12 +69,11 @@ from runtime.events import (
     WindowSkipped,
 )
 from runtime.frames import Frame
-from runtime.pipeline import STAGES, StreamingEngine
 from runtime.sources import FrameSource, SyntheticSource, VideoFileSource
+from runtime.stats import STAGES
 
 logger = logging.getLogger("benchmarks.stream")
 
-SYNTHETIC_FPS = 30.0
 #: Stages drawn in the stacked bar (``total`` is their sum plus bookkeeping, so it is not stacked).
 STACKED_STAGES = tuple(s for s in STAGES if s != "total")
 
@@ -134,27 +136,6 @@ def make_source(spec: str, duration_s: float, paced: bool) -> FrameSource:
     if spec == "synthetic":
         return SyntheticSource(fps=SYNTHETIC_FPS, duration_s=duration_s, paced=paced)
     return LimitedSource(VideoFileSource(spec, paced=paced), duration_s)
-
-
-def build_backend(name: str, preset: str, precision: str, engines_dir: Path | None, threads: int,
-                  checkpoint_dir: Path | None = None) -> ModelBackend:
-    """The backend under test.
-
-    Args:
-        name: ``pytorch`` or ``onnxruntime`` (``tensorrt`` on a GPU machine).
-        preset: Synthetic preset (the pytorch backend writes it to ``checkpoints/<preset>`` if missing).
-        precision: ``fp32`` or ``fp16``.
-        engines_dir: Exported engines (default ``engines/<preset>``).
-        threads: Intra-op threads.
-        checkpoint_dir: The pytorch backend's synthetic checkpoint (default ``checkpoints/<preset>``).
-
-    Returns:
-        The backend.
-    """
-    if name == "pytorch":
-        model_dir, clip_dir = ensure_synthetic_checkpoint(preset, checkpoint_dir or Path("checkpoints") / preset)
-        return create_backend("pytorch", model_dir=model_dir, clip_dir=clip_dir, precision=precision, threads=threads)
-    return create_backend(name, engines_dir=engines_dir or Path("engines") / preset, precision=precision, threads=threads)
 
 
 def stream_config(base: StreamingConfig, *, paced: bool, fps: float, duration_s: float, every_n: int,
@@ -282,10 +263,10 @@ def run_once(
     }
 
 
-def run(
-    preset: str,
-    backend_name: str,
-    precision: str,
+def measure_runs(
+    backend: ModelBackend,
+    base: StreamingConfig,
+    *,
     source_spec: str,
     duration_s: float,
     modes: list[str],
@@ -293,69 +274,76 @@ def run(
     max_new_tokens: int,
     warmup_windows: int,
     threads: int,
-    engines_dir: Path | None,
-    config_path: Path | None,
-    max_wall_s: float | None,
-    command: str,
-    checkpoint_dir: Path | None = None,
+    max_wall_s: float | None = None,
 ) -> dict[str, Any]:
-    """Builds the backend once, warms it up, then runs each mode.
+    """Warms the backend up with an untimed run, then runs the engine once per mode.
 
     Args:
-        preset: Synthetic preset.
-        backend_name: Backend.
-        precision: Precision.
+        backend: The backend (shared between the runs).
+        base: The streaming configuration the runs' overrides apply to.
         source_spec: ``synthetic`` or a video file.
         duration_s: Stream seconds per run.
         modes: ``unpaced`` and/or ``paced``.
         every_n: Feedback period in processed windows.
         max_new_tokens: Feedback length cap.
         warmup_windows: Untimed windows first (0 to skip).
-        threads: Intra-op threads.
-        engines_dir: Engines for onnxruntime / tensorrt.
-        config_path: Streaming config (default the repository's).
+        threads: Intra-op threads (recorded in the config).
         max_wall_s: Wall-clock cap per run.
-        command: Command line for the report.
-        checkpoint_dir: The pytorch backend's checkpoint (default ``checkpoints/<preset>``).
+
+    Returns:
+        ``{"source", "warmup_s", "runs": {mode: run_once's result}, "config"}``.
+    """
+    tokenizer = backend.load_tokenizer()
+    fps = SYNTHETIC_FPS if source_spec == "synthetic" else None
+    if fps is None:
+        with VideoFileSource(source_spec, paced=False) as probe:
+            fps = probe.nominal_fps
+    out: dict[str, Any] = {"source": {"spec": source_spec, "fps": fps, "duration_s": duration_s}}
+    if warmup_windows:
+        warm_s = base.window.window_s + (warmup_windows - 1) * (base.window.window_s - base.window.overlap_s) + 0.1
+        cfg = stream_config(base, paced=False, fps=fps, duration_s=warm_s, every_n=1,
+                            max_new_tokens=min(4, max_new_tokens), threads=threads)
+        logger.info("warm-up: %d window(s), untimed", warmup_windows)
+        t = time.perf_counter()
+        run_once(cfg, backend, tokenizer, make_source("synthetic", warm_s, paced=False), None)
+        out["warmup_s"] = time.perf_counter() - t
+    out["runs"] = {}
+    for mode in modes:
+        paced = mode == "paced"
+        cfg = stream_config(base, paced=paced, fps=fps, duration_s=duration_s, every_n=every_n,
+                            max_new_tokens=max_new_tokens, threads=threads)
+        logger.info("%s run: %.1f s of stream from %s", mode, duration_s, source_spec)
+        result = run_once(cfg, backend, tokenizer, make_source(source_spec, duration_s, paced), max_wall_s)
+        out["runs"][mode] = result
+        logger.info("%s: %d processed, %d skipped in %.1f s", mode, result["windows"]["processed"],
+                    result["windows"]["skipped"], result["wall_s"])
+    out["config"] = {"every_n": every_n, "max_new_tokens": max_new_tokens, "warmup_windows": warmup_windows,
+                     "window_s": base.window.window_s, "overlap_s": base.window.overlap_s,
+                     "max_windows_in_context": base.context.max_windows}
+    return out
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Builds the backend once and runs :func:`measure_runs` (see :func:`main` for ``args``).
 
     Returns:
         The report.
     """
-    report = report_header("stream", command, preset=preset, backend=backend_name, precision=precision, threads=threads)
+    variant = Variant(args.backend, args.precision, args.device)
+    report = report_header("stream", command, preset=args.preset, backend=args.backend, precision=args.precision,
+                           threads=args.threads)
+    report["device"] = args.device
     t = time.perf_counter()
-    backend = build_backend(backend_name, preset, precision, engines_dir, threads, checkpoint_dir)
+    backend = build_backend(variant, args.preset, engines_dir=args.engines, checkpoint_dir=args.checkpoint_dir,
+                            threads=args.threads)
     report["backend_load_s"] = time.perf_counter() - t
     report["random_weights"] = bool(backend.random_weights)
+    modes = [m for m in args.modes.split(",") if m]
     try:
-        tokenizer = tokenizer_for(backend)
-        base = load_config(config_path)
-        fps = SYNTHETIC_FPS if source_spec == "synthetic" else None
-        if fps is None:
-            probe = VideoFileSource(source_spec, paced=False)
-            with probe:
-                fps = probe.nominal_fps
-        report["source"] = {"spec": source_spec, "fps": fps, "duration_s": duration_s}
-        if warmup_windows:
-            warm_s = base.window.window_s + (warmup_windows - 1) * (base.window.window_s - base.window.overlap_s) + 0.1
-            cfg = stream_config(base, paced=False, fps=fps, duration_s=warm_s, every_n=1,
-                                max_new_tokens=min(4, max_new_tokens), threads=threads)
-            logger.info("warm-up: %d window(s), untimed", warmup_windows)
-            t = time.perf_counter()
-            run_once(cfg, backend, tokenizer, make_source("synthetic", warm_s, paced=False), None)
-            report["warmup_s"] = time.perf_counter() - t
-        report["runs"] = {}
-        for mode in modes:
-            paced = mode == "paced"
-            cfg = stream_config(base, paced=paced, fps=fps, duration_s=duration_s, every_n=every_n,
-                                max_new_tokens=max_new_tokens, threads=threads)
-            logger.info("%s run: %.1f s of stream from %s", mode, duration_s, source_spec)
-            result = run_once(cfg, backend, tokenizer, make_source(source_spec, duration_s, paced), max_wall_s)
-            report["runs"][mode] = result
-            logger.info("%s: %d processed, %d skipped in %.1f s", mode, result["windows"]["processed"],
-                        result["windows"]["skipped"], result["wall_s"])
-        report["config"] = {"every_n": every_n, "max_new_tokens": max_new_tokens, "warmup_windows": warmup_windows,
-                            "window_s": base.window.window_s, "overlap_s": base.window.overlap_s,
-                            "max_windows_in_context": base.context.max_windows}
+        report.update(measure_runs(backend, load_config(args.config), source_spec=args.source,
+                                   duration_s=args.duration, modes=modes, every_n=args.every_n,
+                                   max_new_tokens=args.max_new_tokens, warmup_windows=args.warmup_windows,
+                                   threads=args.threads, max_wall_s=args.max_wall))
     finally:
         backend.close()
     report["peak_rss_mb"] = peak_rss_mb()
@@ -434,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny", choices=["tiny", "0.5b", "1.5b"])
     parser.add_argument("--backend", default="onnxruntime", choices=["pytorch", "onnxruntime", "tensorrt"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (pytorch on CUDA; tensorrt needs cuda)")
     parser.add_argument("--source", default="synthetic", help="synthetic or a video file")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of stream per run (see the docstring)")
     parser.add_argument("--modes", default="unpaced,paced", help="comma-separated subset of unpaced,paced")
@@ -454,9 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--modes: unknown {bad}; use a comma-separated subset of unpaced,paced")
     if args.duration <= 0 or args.every_n < 1 or args.warmup_windows < 0:
         parser.error("--duration must be > 0, --every-n >= 1, --warmup-windows >= 0")
-    report = run(args.preset, args.backend, args.precision, args.source, args.duration, modes, args.every_n,
-                 args.max_new_tokens, args.warmup_windows, args.threads, args.engines, args.config, args.max_wall,
-                 command_line("benchmarks.stream", argv), args.checkpoint_dir)
+    report = run(args, command_line("benchmarks.stream", argv))
     write_json(args.out / "stream.json", report)
     text = to_markdown(report)
     (args.out / "stream.md").write_text(text)

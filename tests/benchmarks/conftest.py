@@ -1,12 +1,14 @@
 """Fixtures of the benchmark smoke tests: each benchmark is run once per session on the tiny preset, sizes minimal.
 
-The runs are smoke runs (one repeat, no warm-up where the CLI allows it): they check that every code path works and
-that the reports are well formed, never how fast anything is (no timed assertions).
+The runs are smoke runs (one repeat, no warm-up where the CLI allows it) on the PyTorch backend (no export needed):
+they check that every code path works and that the reports are well formed, never how fast anything is (no timed
+assertions).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +21,22 @@ def tiny_checkpoint_dir(tiny_checkpoint: tuple[Path, Path]) -> Path:
     return tiny_checkpoint[0].parent
 
 
+def _run(main: Callable[[list[str]], int], args: list[str], out: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    assert main([*args, "--out", str(out)]) == 0
+    return out, json.loads((out / name).read_text())
+
+
 @pytest.fixture(scope="session")
 def components_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path) -> tuple[Path, dict[str, Any]]:
     """``benchmarks.components`` on the PyTorch tiny model: a few stages, every ratio that needs one backend, curves."""
     from benchmarks import components
 
-    out = tmp_path_factory.mktemp("components")
-    rc = components.main([
-        "--preset", "tiny", "--variants", "pytorch:fp32", "--stages", "preprocess,image_encoder,frame_selection,decode_step",
+    return _run(components.main, [
+        "--preset", "tiny", "--variants", "pytorch:fp32",
+        "--stages", "preprocess,image_encoder,frame_selection,video_encoder,decode_step",
         "--ratios", "cache,append", "--repeats", "2", "--warmup", "0", "--batch-sizes", "1,2", "--contexts", "70,300",
-        "--append-tokens", "64", "--cache-windows", "2", "--checkpoint-dir", str(tiny_checkpoint_dir), "--out", str(out),
-    ])
-    assert rc == 0
-    return out, json.loads((out / "components.json").read_text())
+        "--append-tokens", "64", "--cache-windows", "2", "--checkpoint-dir", str(tiny_checkpoint_dir),
+    ], tmp_path_factory.mktemp("components"), "components.json")
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +44,32 @@ def stream_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Pa
     """``benchmarks.stream`` on the PyTorch tiny model: 3.6 s of synthetic stream (2 windows), unpaced and paced."""
     from benchmarks import stream
 
-    out = tmp_path_factory.mktemp("stream")
-    rc = stream.main([
+    return _run(stream.main, [
         "--preset", "tiny", "--backend", "pytorch", "--source", "synthetic", "--duration", "3.6", "--every-n", "1",
         "--max-new-tokens", "2", "--warmup-windows", "0", "--checkpoint-dir", str(tiny_checkpoint_dir),
-        "--out", str(out),
-    ])
-    assert rc == 0
-    return out, json.loads((out / "stream.json").read_text())
+    ], tmp_path_factory.mktemp("stream"), "stream.json")
+
+
+@pytest.fixture(scope="session")
+def decode_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``benchmarks.decode`` on the PyTorch tiny model: two rounds, three generated tokens each."""
+    from benchmarks import decode
+
+    return _run(decode.main, [
+        "--preset", "tiny", "--variants", "pytorch:fp32", "--rounds", "2", "--warmup-rounds", "0", "--new-tokens", "3",
+        "--isolated-calls", "2", "--checkpoint-dir", str(tiny_checkpoint_dir),
+    ], tmp_path_factory.mktemp("decode"), "decode.json")
+
+
+@pytest.fixture(scope="session")
+def allocations_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``benchmarks.allocations`` on the PyTorch tiny model (the code is backend-generic): two context lengths."""
+    from benchmarks import allocations
+
+    return _run(allocations.main, [
+        "--preset", "tiny", "--variants", "pytorch:fp32", "--windows", "0,1", "--steps", "3", "--warmup", "1",
+        "--checkpoint-dir", str(tiny_checkpoint_dir),
+    ], tmp_path_factory.mktemp("allocations"), "allocations.json")
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +77,5 @@ def gpu_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path)
     """``benchmarks.gpu`` in its CPU smoke mode on the tiny preset."""
     from benchmarks import gpu
 
-    out = tmp_path_factory.mktemp("gpu")
-    rc = gpu.main(["--device", "cpu", "--preset", "tiny", "--quick", "--checkpoint-dir", str(tiny_checkpoint_dir),
-                   "--out", str(out)])
-    assert rc == 0
-    return out, json.loads((out / "gpu.json").read_text())
+    return _run(gpu.main, ["--device", "cpu", "--preset", "tiny", "--quick",
+                           "--checkpoint-dir", str(tiny_checkpoint_dir)], tmp_path_factory.mktemp("gpu"), "gpu.json")

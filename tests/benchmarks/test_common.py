@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.common import command_line, markdown_table, paired_ratio, summarize_ms, time_interleaved
+from benchmarks.common import (
+    REPO,
+    command_line,
+    machine_info,
+    markdown_table,
+    paired_ratio,
+    summarize_ms,
+    time_call,
+    time_interleaved,
+)
 
 
 def test_summary_percentiles_are_ordered_and_counted() -> None:
@@ -49,9 +58,35 @@ def test_interleaving_alternates_the_order_every_round() -> None:
     assert len(samples["a"]) == len(samples["b"]) == 3
 
 
+def test_set_up_runs_before_every_call_and_outside_the_clock() -> None:
+    """``before`` runs untimed before each call of its variant, warm-up included (e.g. cutting a KV cache back)."""
+    calls: list[str] = []
+    samples = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2, warmup=1,
+                               before={"a": lambda: calls.append("cut")})
+    assert calls == ["cut", "a", "b", "cut", "a", "b", "b", "cut", "a"]
+    assert len(samples["a"]) == 2
+    calls.clear()
+    assert len(time_call(lambda: calls.append("x"), repeats=2, warmup=1, before=lambda: calls.append("cut"))) == 2
+    assert calls == ["cut", "x"] * 3
+
+
+def test_machine_info_never_imports_torch() -> None:
+    """The machine description reads versions from metadata; torch's thread count only when torch is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, benchmarks.common as c; m = c.machine_info(); "
+            "print('torch' in sys.modules, m['versions']['numpy'] is not None)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = proc.stdout.split()
+    assert out == ["False", "True"]
+    assert machine_info()["torch_threads"] is not None  # this test process has torch loaded (tests/conftest.py)
+
+
 def test_command_line_quotes_arguments() -> None:
     """The recorded command reproduces the run, quoting arguments with spaces."""
-    assert command_line("benchmarks.stream", ["--source", "my clip.mp4"]) == "python -m benchmarks.stream --source 'my clip.mp4'"
+    expected = "python -m benchmarks.stream --source 'my clip.mp4'"
+    assert command_line("benchmarks.stream", ["--source", "my clip.mp4"]) == expected
 
 
 def test_markdown_table_shape() -> None:
