@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -115,15 +117,25 @@ def display_problem() -> str:
                 if line.strip().startswith("GUI:")), "")
     if gui.upper() == "NONE":
         why = "this OpenCV build has no GUI support (opencv-python-headless, what the runtime installs)"
+        fix = ("For a window, swap in the GUI build: pip uninstall -y opencv-python-headless && pip install "
+               "\"opencv-python>=4.9\"  (the gui extra; make gui; docs/demo.md)")
+    elif sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        why = f"no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset; OpenCV GUI: {gui})"
+        fix = "For a window, run it in a desktop session (or with X forwarding: ssh -X)"
     else:
+        # Probed in a child process: OpenCV's Qt backend aborts the whole process when it cannot reach the display.
+        probe = "import cv2; cv2.namedWindow('probe'); cv2.destroyAllWindows()"
         try:
-            _check_display()
+            done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is not None and done.returncode == 0:
             return ""
-        except cv2.error as exc:
-            why = f"OpenCV ({gui} GUI) cannot open a window here: {exc.err} (no display: DISPLAY/WAYLAND_DISPLAY?)"
+        detail = (done.stderr.strip().splitlines() or ["no message"])[0] if done is not None else "timed out"
+        why = f"OpenCV ({gui}) cannot open a window here: {detail}"
+        fix = "For a window, check that the display is reachable (DISPLAY / WAYLAND_DISPLAY)"
     return (
-        f"no window: {why}.\n"
-        "  For a window: pip uninstall -y opencv-python-headless && pip install \".[gui]\"  (docs/demo.md)\n"
+        f"no window: {why}.\n  {fix}.\n"
         "  Or run with --headless: readable lines; add --jsonl for JSON events (scripts), --out DIR for the annotated "
         "video and timeline of a file or synthetic source, --speak to hear the feedback"
     )
@@ -190,11 +202,6 @@ def run_window(engine: StreamingEngine, state: OverlayState, duration_s: float |
         cv2.destroyAllWindows()
     engine.join()
     return reason
-
-
-def _check_display() -> None:
-    """Raises cv2.error when OpenCV has no GUI (headless build or no display)."""
-    cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_NORMAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The overlay state folded from events and the frame it draws (live window and annotated video).
+"""The overlay state folded from events, the frame it draws (live window and annotated video), and the window check.
 
 ``pytest tests/runtime/test_overlay.py``.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime import webcam
 from runtime.events import FeedbackFinished, FeedbackSpoken, FeedbackStarted, FeedbackToken, WindowDecided
 from runtime.overlay import OverlayState, OverlayView, draw_overlay, scale_to_height
 from runtime.render.canvas import ACTION_COLOURS, WARN_COLOUR
@@ -82,3 +83,28 @@ def test_the_caption_is_drawn_only_while_there_is_feedback() -> None:
     rows = slice(600, 690)
     assert np.all(plain[rows] == 128)
     assert with_text[rows].mean() < 100
+
+
+def test_a_headless_opencv_build_says_how_to_get_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webcam.cv2, "getBuildInformation", lambda: "  GUI:                           NONE\n")
+    problem = webcam.display_problem()
+    assert problem.startswith("no window: this OpenCV build has no GUI support")
+    assert 'pip uninstall -y opencv-python-headless && pip install "opencv-python>=4.9"' in problem
+    assert "--headless" in problem and "--jsonl" in problem and "--out DIR" in problem
+
+
+def test_a_gui_build_without_a_display_is_not_asked_to_open_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux without DISPLAY/WAYLAND_DISPLAY no window is attempted (Qt would abort the process)."""
+    monkeypatch.setattr(webcam.cv2, "getBuildInformation", lambda: "  GUI:                           QT5\n")
+    monkeypatch.setattr(webcam.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert webcam.display_problem().startswith("no window: no display to open a window on")
+
+
+def test_an_unreachable_display_is_found_by_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe runs in a child process; here one that fails the way a Qt abort does."""
+    monkeypatch.setattr(webcam.cv2, "getBuildInformation", lambda: "  GUI:                           QT5\n")
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(webcam.sys, "executable", "/bin/false")
+    assert webcam.display_problem().startswith("no window: OpenCV (QT5) cannot open a window here")
