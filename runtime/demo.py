@@ -25,7 +25,6 @@ from runtime import webcam
 from runtime.config import ConfigError, apply_overrides, load_config
 from runtime.sources import write_sample_video
 
-logger = logging.getLogger(__name__)
 
 SAMPLE_VIDEO = Path("artifacts/sample.mp4")
 OUT_DIR = Path("artifacts/demo")
@@ -44,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="pytorch | onnxruntime | tensorrt (default: config)")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where the run's files go (default {OUT_DIR})")
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The readable lines are the demo's output; the library's INFO log only with --log-level INFO.
+    level = next((a.split("=", 1)[1] for a in extra if a.startswith("--log-level=")), None)
+    if "--log-level" in extra and extra.index("--log-level") + 1 < len(extra):
+        level = extra[extra.index("--log-level") + 1]
+    logging.basicConfig(level=level or "WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         overrides = {k: v for k, v in (("backend.engines_dir", args.engines), ("backend.name", args.backend)) if v}
         cfg = apply_overrides(load_config(args.config), overrides)
@@ -58,16 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.backend.name != "pytorch":
             print(f"demo: {exc}\nexport the engines first: make export (python -m export)", file=sys.stderr)
             return webcam.EXIT_CONFIG
+    say = sys.stderr if "--jsonl" in extra else sys.stdout  # stdout is the JSONL stream then
     if not args.video.is_file():
         write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
-        logger.info("wrote the sample video %s", args.video)
+        print(f"demo: wrote the synthetic exercise video {args.video} ({SAMPLE_DURATION_S:g} s)", file=say)
     webcam_args = ["--source", str(args.video), "--headless", "--paced", "--engines", str(engines)]
     webcam_args += ["--backend", cfg.backend.name, "--out", str(args.out)]
-    if not any(a == "--log-level" or a.startswith("--log-level=") for a in extra):
-        webcam_args += ["--log-level", "WARNING"]  # the readable lines are the demo's output, not the INFO log
+    if level is None:
+        webcam_args += ["--log-level", "WARNING"]
     if args.config is not None:
         webcam_args += ["--config", str(args.config)]
-    say = sys.stderr if "--jsonl" in extra else sys.stdout  # stdout is the JSONL stream then
     print(f"demo: streaming {args.video} in real time through {cfg.backend.name} ({engines}); one line per "
           "decision, then the files", file=say, flush=True)
     code = webcam.main([*webcam_args, *extra])

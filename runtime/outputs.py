@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -50,15 +51,27 @@ class StreamClock:
 
     def __init__(self, buffer: FrameRingBuffer) -> None:
         self.buffer = buffer
+        self._ended: tuple[float, float] | None = None  # (monotonic time, stream seconds) when the source ended
 
     def origin(self) -> float | None:
         """Timestamp of the first frame (window times are absolute), ``None`` before it."""
         return self.buffer.first_timestamp
 
     def elapsed(self) -> float | None:
-        """Seconds of stream captured so far, ``None`` before the first frame."""
+        """Seconds of stream captured so far, ``None`` before the first frame.
+
+        After a file or the synthetic scene has ended, the clock runs on in wall time from its last frame: a person
+        watching keeps seeing (and hearing) the windows still being decided.
+        """
         first, latest = self.buffer.first_timestamp, self.buffer.latest_timestamp
-        return None if first is None or latest is None else latest - first
+        if first is None or latest is None:
+            return None
+        if not self.buffer.closed:
+            return latest - first
+        if self._ended is None:
+            self._ended = (time.monotonic(), latest - first)
+        since, at = self._ended
+        return at + (time.monotonic() - since)
 
 
 class RunOutputs:
@@ -221,9 +234,13 @@ class RunOutputs:
             if cfg.timeline:
                 from runtime.render.timeline import render_timeline
 
+                started = time.perf_counter()
                 files.append((str(render_timeline(record, out / "timeline.png")), f"timeline picture, {label}"))
+                logger.info("timeline rendered in %.2f s", time.perf_counter() - started)
             if cfg.annotated_video and self.replay is not None:
+                started = time.perf_counter()
                 files.append((str(self._write_video(record, out / "annotated.mp4")), f"annotated video, {label}"))
+                logger.info("annotated video rendered in %.2f s", time.perf_counter() - started)
             elif cfg.annotated_video:
                 logger.info("no annotated video: a camera cannot be replayed (the timeline and events are written)")
         except RenderError as exc:

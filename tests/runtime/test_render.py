@@ -148,3 +148,22 @@ def test_rendering_imports_neither_torch_nor_matplotlib() -> None:
             "print(sorted(m for m in ('torch', 'matplotlib', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_stream_clock_runs_on_in_wall_time_after_the_source_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows decided after a file's last frame are stamped later than it, as a live viewer sees them."""
+    from runtime import outputs
+    from runtime.ring_buffer import FrameRingBuffer
+
+    buffer = FrameRingBuffer(8)
+    clock = outputs.StreamClock(buffer)
+    assert clock.elapsed() is None
+    for i in range(4):
+        buffer.push(Frame(i, 5.0 + i * 0.5, np.zeros((2, 2, 3), np.uint8)))
+    assert clock.elapsed() == 1.5 and clock.origin() == 5.0
+    now = [100.0]
+    monkeypatch.setattr(outputs.time, "monotonic", lambda: now[0])
+    buffer.close()
+    assert clock.elapsed() == 1.5
+    now[0] = 102.25
+    assert clock.elapsed() == 3.75
