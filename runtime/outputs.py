@@ -31,7 +31,8 @@ from runtime.events import EventBus, JsonlEventWriter
 from runtime.overlay import OverlayState
 from runtime.ring_buffer import FrameRingBuffer
 from runtime.sources import FrameSource
-from runtime.speech import Speaker, SpeechError, build_speaker
+from runtime.speech import Speaker, build_speaker
+from runtime.tts import SpeechError
 from runtime.stats import RunSummary
 from runtime.terminal import TerminalPrinter, run_end_lines
 

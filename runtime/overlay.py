@@ -183,15 +183,22 @@ def _clock_text(t: float) -> str:
     return f"{minutes:02d}:{rest // 10:02d}.{rest % 10}"
 
 
+def _bgr(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    return colour[2], colour[1], colour[0]
+
+
 def draw_overlay(image_rgb: np.ndarray, view: OverlayView, height: int = 720) -> np.ndarray:
-    """The frame scaled to ``height`` with ``view`` drawn on it, as BGR (for ``cv2.imshow`` and video writers)."""
-    canvas = scale_to_height(image_rgb, height)
+    """The frame scaled to ``height`` with ``view`` drawn on it, as BGR (for ``cv2.imshow`` and video writers).
+
+    Only the top and bottom bands go through Pillow (text); the frame stays a BGR array (this runs per frame).
+    """
+    canvas = cv2.cvtColor(scale_to_height(image_rgb, height), cv2.COLOR_RGB2BGR)
     H, W = canvas.shape[:2]
     u = H / 720
     pad = round(14 * u)
-    big, small, cap = font(round(30 * u)), font(round(20 * u)), font(round(32 * u))
+    small, cap = font(round(20 * u)), font(round(32 * u))
     band_h = round(84 * u)
-    darken(canvas, (0, 0, W, band_h))
+    warn_h = round(30 * u) if view.random_weights else 0
     strip_h = max(4, round(12 * u))
     caption_lines: list[str] = []
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -199,30 +206,37 @@ def draw_overlay(image_rgb: np.ndarray, view: OverlayView, height: int = 720) ->
         caption_lines = wrap(probe, " ".join(view.feedback.split()) or "…", cap, W - 2 * pad, 2)
     cap_line_h = round(40 * u)
     cap_h = round(34 * u) + cap_line_h * len(caption_lines) if caption_lines else 0
+    darken(canvas, (0, 0, W, band_h))
+    top = Image.fromarray(canvas[: band_h + warn_h])
+    _draw_top(ImageDraw.Draw(top), view, W, u, pad, band_h)
+    canvas[: band_h + warn_h] = np.asarray(top)
+    y0 = H - strip_h - cap_h - (pad // 2 if cap_h else 0)
     if cap_h:
-        darken(canvas, (0, H - strip_h - cap_h - pad // 2, W, H - strip_h), 0.25)
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
+        darken(canvas, (0, y0, W, H - strip_h), 0.25)
+    bottom = Image.fromarray(canvas[y0:])
+    _draw_bottom(ImageDraw.Draw(bottom), view, W, H - y0, u, pad, strip_h, caption_lines, cap_h, cap_line_h)
+    canvas[y0:] = np.asarray(bottom)
+    return canvas
 
-    # Top band, line 1: time, action badge, why.
+
+def _draw_top(draw: ImageDraw.ImageDraw, view: OverlayView, W: int, u: float, pad: int, band_h: int) -> None:
+    """Line 1: time, action badge, the gate's reason; line 2: probabilities or rule, window, latency, backend."""
+    big, small = font(round(30 * u)), font(round(20 * u))
     y = round(10 * u)
     x = pad
-    draw.text((x, y), _clock_text(view.now_t), font=big, fill=TEXT)
+    draw.text((x, y), _clock_text(view.now_t), font=big, fill=_bgr(TEXT))
     x += text_width(draw, "00:00.0", big) + pad
     if view.action in ACTION_COLOURS:
         label = f"{view.action} {view.confidence:.2f}"
         bw = text_width(draw, label, big) + 2 * round(10 * u)
         draw.rounded_rectangle((x, y - round(3 * u), x + bw, y + round(36 * u)), radius=round(8 * u),
-                               fill=ACTION_COLOURS[view.action])
+                               fill=_bgr(ACTION_COLOURS[view.action]))
         draw.text((x + round(10 * u), y), label, font=big, fill=(20, 20, 20))
         x += bw + pad
         why = f"gate: {view.gate_reason} (was {view.raw_action})" if view.gate_reason else ""
-        draw.text((x, y + round(6 * u)), fit(draw, why, small, W - x - pad), font=small, fill=TEXT)
+        draw.text((x, y + round(6 * u)), fit(draw, why, small, W - x - pad), font=small, fill=_bgr(TEXT))
     else:
-        draw.text((x, y), "waiting for the first window…", font=small, fill=MUTED)
-
-    # Line 2: probabilities or the rule, window, latency, backend.
-    y2 = y + round(44 * u)
+        draw.text((x, y), "waiting for the first window…", font=small, fill=_bgr(MUTED))
     parts = ["end of stream (last frame held)"] if view.after_end else []
     if view.policy == "model" and view.probs:
         parts.append("  ".join(f"p{a} {p:.2f}" for a, p in zip(ACTION_TOKENS, view.probs)))
@@ -236,39 +250,40 @@ def draw_overlay(image_rgb: np.ndarray, view: OverlayView, height: int = 720) ->
         parts.append(f"{view.fps:.1f} fps")
     if view.backend:
         parts.append(view.backend)
-    draw.text((pad, y2), fit(draw, "  ·  ".join(parts), small, W - 2 * pad), font=small, fill=MUTED)
-
+    draw.text((pad, y + round(44 * u)), fit(draw, "  ·  ".join(parts), small, W - 2 * pad), font=small,
+              fill=_bgr(MUTED))
     if view.random_weights:
         warn = "RANDOM WEIGHTS: actions and feedback text are meaningless"
         ww = text_width(draw, warn, small) + 2 * pad
-        draw.rectangle((0, band_h, min(W, ww), band_h + round(30 * u)), fill=WARN_COLOUR)
-        draw.text((pad, band_h + round(4 * u)), fit(draw, warn, small, W - 2 * pad), font=small, fill=TEXT)
+        draw.rectangle((0, band_h, min(W, ww), band_h + round(30 * u)), fill=_bgr(WARN_COLOUR))
+        draw.text((pad, band_h + round(4 * u)), fit(draw, warn, small, W - 2 * pad), font=small, fill=_bgr(TEXT))
 
-    # Caption: the coach's words.
+
+def _draw_bottom(draw: ImageDraw.ImageDraw, view: OverlayView, W: int, h: int, u: float, pad: int, strip_h: int,
+                 caption_lines: list[str], cap_h: int, cap_line_h: int) -> None:
+    """The coach's caption (when there is feedback) and the strip of decided windows with the playhead."""
+    small, cap = font(round(20 * u)), font(round(32 * u))
     if caption_lines:
-        top = H - strip_h - cap_h
+        top = h - strip_h - cap_h
         label = {"streaming": "coach (generating)", "done": "coach", "repeat": "coach: repeat, not spoken"}
-        draw.text((pad, top), label[view.feedback_state], font=small,
-                  fill=ACTION_COLOURS[FEEDBACK] if view.feedback_state != "repeat" else MUTED)
+        colour = ACTION_COLOURS[FEEDBACK] if view.feedback_state != "repeat" else MUTED
+        draw.text((pad, top), label[view.feedback_state], font=small, fill=_bgr(colour))
         if view.speaking:
             sx = pad + text_width(draw, label[view.feedback_state], small) + pad
-            draw.text((sx, top), "speaking", font=small, fill=SPEECH_COLOUR)
+            draw.text((sx, top), "speaking", font=small, fill=_bgr(SPEECH_COLOUR))
         colour = TEXT if view.feedback_state != "repeat" else MUTED
         for i, line in enumerate(caption_lines):
-            draw.text((pad, top + round(28 * u) + i * cap_line_h), line, font=cap, fill=colour)
-
-    # Strip: decided windows and the playhead.
+            draw.text((pad, top + round(28 * u) + i * cap_line_h), line, font=cap, fill=_bgr(colour))
     a, b = view.span
     scale = (W - 1) / max(b - a, 1e-6)
-    draw.rectangle((0, H - strip_h, W, H), fill=(25, 25, 30))
+    draw.rectangle((0, h - strip_h, W, h), fill=(30, 25, 25))
     prev_end = a
     for t0, t1, act in view.history:  # overlapping windows: each drawn from where the previous one ended
         t0 = max(t0, prev_end, a)
         prev_end = max(prev_end, t1)
         if t1 <= t0 or t0 > b:
             continue
-        draw.rectangle((round((t0 - a) * scale), H - strip_h, round((min(t1, b) - a) * scale), H),
-                       fill=ACTION_COLOURS.get(act, MUTED))
+        draw.rectangle((round((t0 - a) * scale), h - strip_h, round((min(t1, b) - a) * scale), h),
+                       fill=_bgr(ACTION_COLOURS.get(act, MUTED)))
     px = round((min(max(view.now_t, a), b) - a) * scale)
-    draw.rectangle((px - 1, H - strip_h - round(6 * u), px + 1, H), fill=TEXT)
-    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+    draw.rectangle((px - 1, h - strip_h - round(6 * u), px + 1, h), fill=_bgr(TEXT))

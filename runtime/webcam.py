@@ -32,7 +32,7 @@ from runtime.events import EventBus
 from runtime.outputs import OutputError, RunOutputs
 from runtime.overlay import OverlayState, draw_overlay
 from runtime.sources import CameraSource, FrameSource, SourceError, source_from_spec
-from runtime.speech import SpeechError
+from runtime.tts import SpeechError
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ Below the axis: the numbered feedback texts. Drawn with Pillow (no matplotlib in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from engine_format.vocab import ACTION_TOKENS, FEEDBACK
 from runtime.render.canvas import (
@@ -35,6 +36,8 @@ from runtime.render.record import RunRecord
 from runtime.stats import STAGES
 from runtime.terminal import format_time, printable
 
+Scale = Callable[[float], float]  # stream seconds -> x pixel
+Font = ImageFont.FreeTypeFont
 BG: RGB = (255, 255, 255)
 INK: RGB = (30, 30, 35)
 GRID: RGB = (225, 227, 232)
@@ -193,7 +196,8 @@ def render_timeline(record: RunRecord, path: str | Path, width: int | None = Non
     return out
 
 
-def _cells(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom: float, raw: bool, small) -> None:  # noqa: ANN001
+def _cells(d: ImageDraw.ImageDraw, record: RunRecord, X: Scale, top: float, bottom: float, raw: bool,
+           small: Font) -> None:
     """One cell per window from where the previous one ended (windows overlap), coloured by action."""
     cells = [(w.t_start, w.t_end, w.raw_action if raw else w.action, None if raw else w.gate_reason, w.index)
              for w in record.windows]
@@ -213,7 +217,8 @@ def _cells(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom: flo
                 d.rectangle((X(a) + 1, top, X(t1) - 1, top + 5), fill=ACTION_COLOURS.get(wanted, SKIP_COLOUR))
 
 
-def _model_row(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom: float, small) -> None:  # noqa: ANN001
+def _model_row(d: ImageDraw.ImageDraw, record: RunRecord, X: Scale, top: float, bottom: float, small: Font) -> None:
+    """The three action probabilities per window and the gate's threshold (dashed)."""
     def Y(p: float) -> float:
         return bottom - 6 - p * (bottom - top - 12)
 
@@ -233,7 +238,9 @@ def _model_row(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom:
         d.text((X(0) + 8, top + 8), "the backend reported no action logits", font=small, fill=SOFT)
 
 
-def _feedback_row(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom: float, f_small, f_tiny) -> None:  # noqa: ANN001
+def _feedback_row(d: ImageDraw.ImageDraw, record: RunRecord, X: Scale, top: float, bottom: float, f_small: Font,
+                  f_tiny: Font) -> None:
+    """Feedback text spans (numbered; repeats grey) and, below them, the spoken audio."""
     mid = top + (bottom - top) * 0.45
     for fb in record.feedbacks:
         end = fb.end_t if fb.end_t is not None else fb.start_t
@@ -248,7 +255,9 @@ def _feedback_row(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bott
     d.text((16, top + 26), "text, then audio", font=f_tiny, fill=SOFT)
 
 
-def _latency_row(d: ImageDraw.ImageDraw, record: RunRecord, X, top: float, bottom: float, small, sx: float) -> None:  # noqa: ANN001
+def _latency_row(d: ImageDraw.ImageDraw, record: RunRecord, X: Scale, top: float, bottom: float, small: Font,
+                 sx: float) -> None:
+    """Per-window latency stacked by stage, the feedback generation on top, with a millisecond axis."""
     stacks = []
     for w in record.windows:
         parts = [(s, w.latency_ms.get(s, 0.0)) for s in STAGES if s != "total"] + [("feedback", w.feedback_ms)]

@@ -1,4 +1,4 @@
-"""Spoken feedback (``runtime.speech``): espeak-ng to a non-silent WAV, the speaker thread's queue, players, errors.
+"""Spoken feedback (``runtime.speech``, ``runtime.tts``): espeak-ng to a non-silent WAV, the speaker thread's queue, players, errors.
 
 ``pytest tests/runtime/test_speech.py``. Tests that need espeak-ng skip with the reason where it is missing (the
 project's set-up installs it with apt where it can: ``make setup``). No test needs a sound device: players are
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime import speech, webcam
+from runtime import tts, webcam
 from runtime.config import SpeechConfig
 from runtime.events import Event, FeedbackFinished, FeedbackSpoken, read_jsonl_events
 from runtime.sources import write_sample_video
-from runtime.speech import Audio, EspeakEngine, Player, Speaker, SpeechEngine, SpeechError, read_wav
+from runtime.speech import Speaker
+from runtime.tts import Audio, EspeakEngine, Player, SpeechEngine, SpeechError, read_wav
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
@@ -158,23 +159,23 @@ def test_a_failing_player_is_reported_and_the_speaker_goes_on() -> None:
 
 
 def test_auto_without_a_device_plays_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(speech, "_alsa_cards", lambda: [])
-    monkeypatch.setattr(speech, "_pulse_server", lambda: False)
-    player, why = speech.select_player("auto")
+    monkeypatch.setattr(tts, "_alsa_cards", lambda: [])
+    monkeypatch.setattr(tts, "_pulse_server", lambda: False)
+    player, why = tts.select_player("auto")
     assert player is None and why.startswith("no audio output (pulse: ") and "alsa: " in why
 
 
 def test_a_named_player_that_cannot_play_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(speech, "_alsa_cards", lambda: [])
-    monkeypatch.setattr(speech.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(tts, "_alsa_cards", lambda: [])
+    monkeypatch.setattr(tts.shutil, "which", lambda name: f"/usr/bin/{name}")
     with pytest.raises(SpeechError, match=r"speech.player alsa: ALSA lists no sound card \(/proc/asound/cards\)"):
-        speech.select_player("alsa")
+        tts.select_player("alsa")
 
 
 def test_the_cli_without_the_engine_is_exit_2_with_the_install_hint(monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """``--speak`` where espeak-ng is missing fails before the model loads, naming the package."""
-    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)
     assert webcam.main(["--headless", "--source", "synthetic", "--speak", "--log-level", "ERROR"]) == 2
     assert "speech error: speech.engine espeak-ng: the 'espeak-ng' program is not installed" in capsys.readouterr().err
 
@@ -207,4 +208,4 @@ def test_audio_rms_of_silence_is_zero() -> None:
 
 
 def test_speech_config_defaults_name_the_engine() -> None:
-    assert SpeechConfig().engine in speech.ENGINES
+    assert SpeechConfig().engine in tts.ENGINES
