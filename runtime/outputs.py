@@ -12,7 +12,7 @@ and the annotated video, and prints the closing lines (:meth:`RunOutputs.finish`
 * :class:`~runtime.speech.Speaker` when ``speech.enabled`` (utterances kept in ``<output.dir>/speech`` unless
   ``speech.wav_dir`` says otherwise).
 
-Rendering modules are imported when a run renders, so ``import runtime.webcam`` stays as light as before.
+Rendering and speech modules are imported when a run renders or speaks, keeping ``import runtime.webcam`` light.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from runtime.events import EventBus, JsonlEventWriter
 from runtime.overlay import OverlayState
 from runtime.ring_buffer import FrameRingBuffer
 from runtime.sources import FrameSource
-from runtime.speech import Speaker, build_speaker
 from runtime.tts import SpeechError
 from runtime.stats import RunSummary
 from runtime.terminal import TerminalPrinter, run_end_lines
@@ -101,7 +100,7 @@ class RunOutputs:
         self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
         self.out_dir = Path(config.output.dir) if config.output.dir else None
         self.overlay = OverlayState(policy=config.policy.name)
-        self.speaker: Speaker | None = None
+        self.speaker: Any = None  # runtime.speech.Speaker when speech.enabled
         self.speech_note = ""
         self.recorder: Any = None
         self._files: list[IO[str]] = []
@@ -132,6 +131,8 @@ class RunOutputs:
             self._check_speech()
 
     def _check_speech(self) -> None:
+        from runtime.speech import build_speaker  # only runs that speak load the speaker
+
         speech = self.config.speech
         if not speech.wav_dir and self.out_dir is not None:
             speech = dataclasses.replace(speech, wav_dir=str(self.out_dir / "speech"))
