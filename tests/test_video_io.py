@@ -10,7 +10,7 @@ import pytest
 
 from engine_format.video import VideoReader
 from mobile_videogpt.video_io import VideoReadError, read_video_frames, sample_positions
-from tests.media import CFR_FRAMES, VideoSet
+from validation.media import CFR_FRAMES, VideoSet
 
 
 def _all_frames(path) -> list[np.ndarray]:  # noqa: ANN001

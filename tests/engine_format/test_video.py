@@ -11,30 +11,12 @@ import numpy as np
 import pytest
 
 from engine_format.video import VideoDecodeError, VideoReader
-from tests.media import CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet
+from validation.media import BT601, BT709, CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet, reference_rgb
 
-#: (Kr, Kb) of the two matrices.
-BT709 = (0.2126, 0.0722)
-BT601 = (0.299, 0.114)
-
-
-def _yuv_to_rgb(reader: VideoReader, matrix: tuple[float, float], full_range: bool) -> np.ndarray:
-    """The first frame converted in float64 from its YUV 4:2:0 planes (chroma repeated), the textbook formula."""
-    frame = next(reader._container.decode(video=0))  # raw planes: the test's own conversion, not the reader's
-    yuv = frame.to_ndarray(format="yuv420p").astype(np.float64)
-    h, w = frame.height, frame.width
-    y = yuv[:h]
-    u = yuv[h : h + h // 4].reshape(h // 2, w // 2).repeat(2, 0).repeat(2, 1)
-    v = yuv[h + h // 4 :].reshape(h // 2, w // 2).repeat(2, 0).repeat(2, 1)
-    if full_range:
-        luma, cb, cr = y, u - 128, v - 128
-    else:
-        luma, cb, cr = (y - 16) * 255 / 219, (u - 128) * 255 / 224, (v - 128) * 255 / 224
-    kr, kb = matrix
-    r = luma + 2 * (1 - kr) * cr
-    b = luma + 2 * (1 - kb) * cb
-    g = (luma - kr * r - kb * b) / (1 - kr - kb)
-    return np.clip(np.stack([r, g, b], -1), 0, 255)
+def _reference(reader: VideoReader, matrix: tuple[float, float], full_range: bool) -> np.ndarray:
+    """The first frame's raw planes converted by the textbook formula (the test's own conversion, not the reader's)."""
+    frame = next(reader._container.decode(video=0))
+    return reference_rgb(frame.to_ndarray(format="yuv420p"), matrix, full_range)
 
 
 def _first_rgb(path) -> np.ndarray:  # noqa: ANN001
@@ -51,8 +33,8 @@ def test_bt709_clip_converts_with_bt709(test_videos: VideoSet) -> None:
     """A BT.709-tagged clip is converted with the BT.709 matrix (not OpenCV's historical BT.601 default)."""
     with VideoReader(test_videos.bt709) as reader:
         assert (reader.info.matrix, reader.info.matrix_tagged, reader.info.full_range) == ("bt709", True, False)
-        ref709 = _yuv_to_rgb(reader, BT709, full_range=False)
-        ref601 = _yuv_to_rgb(reader, BT601, full_range=False)
+        ref709 = _reference(reader, BT709, full_range=False)
+        ref601 = _reference(reader, BT601, full_range=False)
     got = _first_rgb(test_videos.bt709)
     mean709, max709 = _error(got, ref709)
     mean601, max601 = _error(got, ref601)
@@ -66,7 +48,7 @@ def test_bt601_clip_converts_with_bt601(test_videos: VideoSet) -> None:
     """A BT.601-tagged clip keeps the BT.601 matrix: the matrix follows the tag, not the frame size."""
     with VideoReader(test_videos.bt601) as reader:
         assert reader.info.matrix == "bt601"
-        ref601 = _yuv_to_rgb(reader, BT601, full_range=False)
+        ref601 = _reference(reader, BT601, full_range=False)
     mean, peak = _error(_first_rgb(test_videos.bt601), ref601)
     assert mean < 1.2 and peak <= 4
 
@@ -75,8 +57,8 @@ def test_full_range_clip_is_not_stretched(test_videos: VideoSet) -> None:
     """A full-range (``pc``) stream converts without the limited-range 16-235 stretch."""
     with VideoReader(test_videos.full_range) as reader:
         assert reader.info.full_range
-        ref_full = _yuv_to_rgb(reader, BT709, full_range=True)
-        ref_limited = _yuv_to_rgb(reader, BT709, full_range=False)
+        ref_full = _reference(reader, BT709, full_range=True)
+        ref_limited = _reference(reader, BT709, full_range=False)
     got = _first_rgb(test_videos.full_range)
     mean, peak = _error(got, ref_full)
     assert mean < 1.2 and peak <= 4

@@ -13,7 +13,7 @@ import pytest
 
 from runtime.frames import Frame
 from runtime.sources import SourceError, VideoFileSource
-from tests.media import CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet
+from validation.media import CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet
 
 
 def _read_all(path: Path) -> tuple[list[Frame], VideoFileSource]:

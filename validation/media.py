@@ -1,7 +1,11 @@
-"""Tiny test videos made with the ffmpeg command-line tool (BT.709/BT.601/full-range, VFR, rotated, damaged, empty).
+"""Videos with known properties, made with the ffmpeg command-line tool, and the textbook YUV->RGB conversion.
 
-Every clip is a few seconds at 160x120 or 320x240 so the whole set is written in a few seconds. Used through the
-session fixture ``test_videos`` in ``tests/conftest.py``, which skips (with the reason) where ffmpeg is missing.
+* :func:`make_test_videos`: tiny BT.709/BT.601/full-range, VFR, rotated, damaged and empty clips (a few seconds at
+  160x120 or 320x240, written in about 2 s), used by the tests through the session fixture ``test_videos`` in
+  ``tests/conftest.py`` (which skips, with the reason, where ffmpeg is missing) and by ``benchmarks.video``;
+* :func:`make_long_video`: an hour of 1080p at a low frame rate (ultrafast preset) for the memory benchmark;
+* :func:`reference_rgb`: the float64 BT.601/BT.709 conversion of a frame's YUV 4:2:0 planes, the yardstick for
+  the decoders' colour.
 """
 
 from __future__ import annotations
@@ -12,6 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+#: (Kr, Kb) of the two matrices.
+BT709 = (0.2126, 0.0722)
+BT601 = (0.299, 0.114)
 #: The constant-rate clip: 145 frames at 30 fps (4.83 s, the length of the issue's push-up clip).
 CFR_FRAMES = 145
 CFR_FPS = 30
@@ -114,3 +123,41 @@ def make_test_videos(folder: Path) -> VideoSet:
         empty=empty,
         junk=junk,
     )
+
+
+def make_long_video(path: Path, minutes: float, fps: float = 2.0, size: tuple[int, int] = (1920, 1080)) -> Path:
+    """Writes ``minutes`` of testsrc2 at ``size`` and ``fps`` (x264 ultrafast, BT.709-tagged); 60 min take ~1 min."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size={size[0]}x{size[1]}:rate={fps}:duration={minutes * 60}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-threads", "1", "-pix_fmt", "yuv420p",
+        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", str(path),
+    )  # fmt: skip
+    return path
+
+
+def reference_rgb(yuv420p: np.ndarray, matrix: tuple[float, float], full_range: bool) -> np.ndarray:
+    """The textbook conversion of one frame's planes, in float64 (chroma repeated 2x2), clipped to [0, 255].
+
+    Args:
+        yuv420p: The frame as PyAV's ``to_ndarray(format="yuv420p")`` gives it: ``[H * 3 / 2, W]``.
+        matrix: ``(Kr, Kb)``: :data:`BT709` or :data:`BT601`.
+        full_range: Full-range (``pc``) samples rather than limited 16-235 / 16-240.
+
+    Returns:
+        RGB ``[H, W, 3]`` float64.
+    """
+    yuv = yuv420p.astype(np.float64)
+    h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    y = yuv[:h]
+    u = yuv[h : h + h // 4].reshape(h // 2, w // 2).repeat(2, 0).repeat(2, 1)
+    v = yuv[h + h // 4 :].reshape(h // 2, w // 2).repeat(2, 0).repeat(2, 1)
+    if full_range:
+        luma, cb, cr = y, u - 128, v - 128
+    else:
+        luma, cb, cr = (y - 16) * 255 / 219, (u - 128) * 255 / 224, (v - 128) * 255 / 224
+    kr, kb = matrix
+    r = luma + 2 * (1 - kr) * cr
+    b = luma + 2 * (1 - kb) * cb
+    g = (luma - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.stack([r, g, b], -1), 0, 255)
