@@ -114,11 +114,19 @@ def measure_memory(media: Path, minutes: float) -> dict[str, Any]:
         old.append(row)
     slope = (old[-1]["peak_rss_mb"] - old[0]["peak_rss_mb"]) / (old[-1]["minutes"] - old[0]["minutes"])
     projected = old[0]["peak_rss_mb"] + slope * (minutes - old[0]["minutes"])
-    print(f"memory: new reader, {minutes:g} min of 1080p at 2 fps: peak RSS {new['peak_rss_mb']:.0f} MB "
-          f"({new['rss_after_imports_mb']:.0f} MB after imports), {new['seconds']:.1f} s")
+    print(
+        f"memory: new reader, {minutes:g} min of 1080p at 2 fps: peak RSS {new['peak_rss_mb']:.0f} MB "
+        f"({new['rss_after_imports_mb']:.0f} MB after imports), {new['seconds']:.1f} s"
+    )
     for row in old:
-        print(f"memory: old reader, {row['minutes']:g} min: peak RSS {row['peak_rss_mb']:.0f} MB, {row['seconds']:.1f} s")
-    print(f"memory: old reader grows {slope:.0f} MB per minute: ~{projected / 1024:.1f} GB projected for {minutes:g} min")
+        print(
+            f"memory: old reader, {row['minutes']:g} min: peak RSS {row['peak_rss_mb']:.0f} MB, "
+            f"{row['seconds']:.1f} s"
+        )
+    print(
+        f"memory: old reader grows {slope:.0f} MB per minute: ~{projected / 1024:.1f} GB projected for "
+        f"{minutes:g} min"
+    )
     return {"file": str(long_path), "file_mb": long_path.stat().st_size / 2**20, "new": new, "old": old,
             "old_mb_per_minute": slope, "old_projected_peak_mb": projected}
 
@@ -175,9 +183,13 @@ def measure_vfr(clip: Path) -> dict[str, Any]:
     with VideoReader(clip) as reader:
         new = np.array([f.time_s for f in reader.frames()])
     old = np.arange(len(truth)) / fps
-    result = {"clip": str(clip), "frames": len(truth), "fps": fps,
-              "old_index_over_fps": {"mean": float(np.abs(old - truth).mean()), "max": float(np.abs(old - truth).max())},
-              "new_pts": {"mean": float(np.abs(new - truth).mean()), "max": float(np.abs(new - truth).max())}}
+    result = {
+        "clip": str(clip),
+        "frames": len(truth),
+        "fps": fps,
+        "old_index_over_fps": {"mean": float(np.abs(old - truth).mean()), "max": float(np.abs(old - truth).max())},
+        "new_pts": {"mean": float(np.abs(new - truth).mean()), "max": float(np.abs(new - truth).max())},
+    }
     print(f"vfr: {len(truth)} frames over {truth[-1]:.2f} s (avg {fps:g} fps): index/fps off by up to "
           f"{result['old_index_over_fps']['max']:.2f} s (mean {result['old_index_over_fps']['mean']:.2f} s); "
           f"container PTS off by up to {result['new_pts']['max']:.1e} s")

@@ -58,7 +58,7 @@ class VideoSet:
 def ffmpeg_missing_reason() -> str:
     """Why the clips cannot be made here ('' when ffmpeg is available)."""
     if shutil.which("ffmpeg") is None:
-        return "ffmpeg is not installed (make setup installs it with apt-get where it can; else: apt-get install ffmpeg)"
+        return "ffmpeg is not installed (make setup installs it with apt-get where it can, else install it by hand)"
     return ""
 
 

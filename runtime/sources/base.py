@@ -28,7 +28,7 @@ class StreamEnd:
 
     Attributes:
         reason: ``end_of_stream`` (every frame the source announced was delivered) or ``truncated`` (it stopped
-            early: a cut or corrupt file).
+            early, or packets failed to decode: a cut or corrupt file; every frame that decoded was delivered).
         end_time: Stream time the source covers up to: the last frame's timestamp plus its duration (a file of N
             frames at ``fps`` covers ``N / fps`` seconds, its last frame is stamped ``(N - 1) / fps``).
         frames_read: Frames delivered.

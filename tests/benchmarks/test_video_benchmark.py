@@ -19,5 +19,6 @@ def test_colour_and_vfr_parts_report_the_new_decoder_as_correct(tmp_path: Path) 
     assert main(["--out", str(tmp_path / "out"), "--media", str(tmp_path / "media"), "--only", "colour,vfr"]) == 0
     report = json.loads((tmp_path / "out" / "video.json").read_text())
     assert report["colour"]["decoders"]["pyav (new)"]["vs_bt709"]["mean"] < 1.2
-    assert report["vfr"]["new_pts"]["max"] < 1e-6 < 1.0 < report["vfr"]["old_index_over_fps"]["max"]
+    assert report["vfr"]["new_pts"]["max"] < 1e-6
+    assert report["vfr"]["old_index_over_fps"]["max"] > 1.0
     assert "memory" not in report

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import re
 
+import av
 import numpy as np
 import pytest
 
 from engine_format.video import VideoDecodeError, VideoReader
 from validation.media import BT601, BT709, CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet, reference_rgb
 
+
 def _reference(reader: VideoReader, matrix: tuple[float, float], full_range: bool) -> np.ndarray:
     """The first frame's raw planes converted by the textbook formula (the test's own conversion, not the reader's)."""
-    frame = next(reader._container.decode(video=0))
-    return reference_rgb(frame.to_ndarray(format="yuv420p"), matrix, full_range)
+    with av.open(str(reader.path)) as container:
+        planes = next(container.decode(video=0)).to_ndarray(format="yuv420p")
+    return reference_rgb(planes, matrix, full_range)
 
 
 def _first_rgb(path) -> np.ndarray:  # noqa: ANN001

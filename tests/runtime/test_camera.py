@@ -62,7 +62,8 @@ class FakeCapture:
     def get(self, prop: int) -> float:
         import cv2
 
-        return {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 1280.0, cv2.CAP_PROP_FRAME_HEIGHT: 720.0}.get(prop, 0.0)
+        claimed = {cv2.CAP_PROP_FPS: 30.0, cv2.CAP_PROP_FRAME_WIDTH: 1280.0, cv2.CAP_PROP_FRAME_HEIGHT: 720.0}
+        return claimed.get(prop, 0.0)
 
     def set(self, prop: int, value: float) -> bool:
         return True
