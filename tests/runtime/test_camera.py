@@ -227,3 +227,47 @@ def test_bad_camera_keys_name_the_key(section: dict, message: str) -> None:
     """Each camera.* key is range-checked; the error names the dotted key."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict({"camera": section})
+
+
+def test_stall_and_reconnect_through_the_engine_clears_the_context_on_timeout() -> None:
+    """A 40 s outage survived by reconnecting: the first window after it clears the context (``context.timeout_s``)."""
+    import time
+
+    from runtime.config import apply_overrides
+    from runtime.engine import StreamingEngine
+    from runtime.events import ContextCleared, Event, EventBus, WindowDecided
+    from tests.runtime.fakes import CharTokenizer, FakeBackend
+
+    clock = FakeClock()
+    hold = threading.Event()  # the revived camera delivers 4 s, then blocks until the test is done
+    captures = [FakeCapture(clock, good_reads=110), FakeCapture(clock, good_reads=100, hang=hold)]
+
+    def factory(index: int) -> FakeCapture:
+        if len(captures) == 1:
+            clock.now += 40.0  # the outage: longer than context.timeout_s (30 s)
+        return captures.pop(0) if len(captures) > 1 else captures[0]
+
+    cam = CameraSource(0, max_consecutive_failures=2, read_timeout_s=10.0, reconnect_attempts=1,
+                       reconnect_backoff_s=0.0, capture_factory=factory, clock=clock)  # fmt: skip
+    cfg = apply_overrides(config_from_dict({}), {
+        "capture.ring_buffer_frames": 512, "window.latest_wins": False, "policy.every_n.n": 1000,
+    })  # fmt: skip
+    events: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    engine = StreamingEngine(cfg, FakeBackend(), cam, bus, CharTokenizer())
+    engine.start()
+    outage_end = 100.0 + 110 / 25 + 40.0
+    deadline = time.monotonic() + 60
+    try:
+        while not any(isinstance(e, WindowDecided) and e.t_start > outage_end for e in list(events)):
+            assert time.monotonic() < deadline and not engine.done, "no window after the outage was decided"
+            time.sleep(0.05)
+    finally:
+        hold.set()  # the revived camera now fails too, and with the one attempt used up the run ends
+        engine.stop()
+    with pytest.raises(SourceError, match="did not come back after 1 reconnect attempts"):
+        engine.join()
+    clears = [e for e in events if isinstance(e, ContextCleared)]
+    assert cam.reconnects == 2  # after the outage, and the last reopen that never delivered
+    assert [e.reason for e in clears] == ["timeout"]
