@@ -6,14 +6,14 @@ Usage::
     python -m benchmarks.video --out DIR --only colour,vfr                 # seconds
     python -m benchmarks.video --out DIR --opencv-python VENV/bin/python   # also another OpenCV build's colour
 
-Three parts, each on a file made by ffmpeg (``validation.media``; reused from ``--media`` when present):
+Three parts, each on a file made by ffmpeg (``benchmarks.media``; reused from ``--media`` when present):
 
 * ``memory``: peak RSS of ``mobile_videogpt.video_io.read_video_frames`` on an hour of 1080p (2 fps, x264
   ultrafast, 7,200 frames, ~0.9 GB), each reader in a fresh interpreter (``ru_maxrss``; the figure after the imports
   is given too). The old reader (OpenCV, decode and keep every frame, then pick 16) cannot be run on that file (it
   would need ~45 GB): it runs on 1- and 2-minute files of the same kind and its growth per minute is extrapolated;
 * ``colour``: the first frame of a lossless BT.709-tagged colour-bar clip against the textbook BT.709 conversion of
-  its own YUV planes (``validation.media.reference_rgb``): mean and max absolute error in grey levels (0-255) for
+  its own YUV planes (``benchmarks.media.reference_rgb``): mean and max absolute error in grey levels (0-255) for
   the new reader, the installed OpenCV, and optionally another OpenCV build (``--opencv-python``);
 * ``vfr``: timestamps of a 4.8 s variable-frame-rate clip (15 fps, then 60 fps): the old stamping ``index / fps``
   (fps from OpenCV) and the new container PTS against the times the clip was written with.
@@ -95,7 +95,7 @@ def _probe(reader: str, path: Path) -> dict[str, Any]:
 
 def measure_memory(media: Path, minutes: float) -> dict[str, Any]:
     """Peak RSS of the new reader on ``minutes`` of 1080p and of the old one on 1- and 2-minute files."""
-    from validation.media import make_long_video
+    from benchmarks.media import make_long_video
 
     def video(m: float) -> Path:
         path = media / f"testsrc2_1080p_2fps_{m:g}min.mp4"
@@ -141,8 +141,8 @@ def measure_colour(clip: Path, other_python: str | None) -> dict[str, Any]:
     import av
     import cv2
 
+    from benchmarks.media import BT601, BT709, reference_rgb
     from engine_format.video import VideoReader
-    from validation.media import BT601, BT709, reference_rgb
 
     with av.open(str(clip)) as container:
         planes = next(container.decode(video=0)).to_ndarray(format="yuv420p")
@@ -173,8 +173,8 @@ def measure_vfr(clip: Path) -> dict[str, Any]:
     """Timestamp error of ``index / fps`` (old) and container PTS (new) on the VFR clip."""
     import cv2
 
+    from benchmarks.media import VFR_TIMES
     from engine_format.video import VideoReader
-    from validation.media import VFR_TIMES
 
     truth = np.array(VFR_TIMES)
     cap = cv2.VideoCapture(str(clip))
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(unknown)} (choose from {', '.join(PARTS)})")
-    from validation.media import ffmpeg_missing_reason, make_test_videos
+    from benchmarks.media import ffmpeg_missing_reason, make_test_videos
 
     reason = ffmpeg_missing_reason()
     if reason:

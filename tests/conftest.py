@@ -87,12 +87,12 @@ def exported_tiny(
 
 
 @pytest.fixture(scope="session")
-def test_videos(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns validation.media.VideoSet
+def test_videos(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns benchmarks.media.VideoSet
     """Tiny BT.709/BT.601/full-range, VFR, rotated, truncated, corrupt, empty and junk clips (ffmpeg, ~2 s).
 
     Skips with the reason where the ffmpeg command-line tool is missing (``make setup`` installs it via apt-get).
     """
-    from validation.media import ffmpeg_missing_reason, make_test_videos
+    from benchmarks.media import ffmpeg_missing_reason, make_test_videos
 
     reason = ffmpeg_missing_reason()
     if reason:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.media import CFR_FRAMES, VideoSet
 from engine_format.video import VideoReader
 from mobile_videogpt.video_io import VideoReadError, read_video_frames, sample_positions
-from validation.media import CFR_FRAMES, VideoSet
 
 
 def _all_frames(path) -> list[np.ndarray]:  # noqa: ANN001

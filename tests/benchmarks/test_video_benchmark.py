@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from validation.media import ffmpeg_missing_reason
+from benchmarks.media import ffmpeg_missing_reason
 
 
 def test_colour_and_vfr_parts_report_the_new_decoder_as_correct(tmp_path: Path) -> None:

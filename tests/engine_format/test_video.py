@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
+from benchmarks.media import BT601, BT709, CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet, reference_rgb
 from engine_format.video import VideoDecodeError, VideoReader
-from validation.media import BT601, BT709, CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet, reference_rgb
 
 
 def _reference(reader: VideoReader, matrix: tuple[float, float], full_range: bool) -> np.ndarray:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.media import CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet
 from runtime.frames import Frame
 from runtime.sources import SourceError, VideoFileSource
-from validation.media import CFR_FPS, CFR_FRAMES, VFR_TIMES, VideoSet
 
 
 def _read_all(path: Path) -> tuple[list[Frame], VideoFileSource]:
