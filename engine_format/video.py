@@ -7,7 +7,7 @@ from the frame's tags) and applies the rotation tag with ``transpose`` filters. 
 
 * **colour**: each frame is converted by swscale with the frame's own matrix and range (BT.709 for HD phone video,
   BT.601 where a stream is untagged, as FFmpeg and decord do; full range for ``pc``/JPEG-range streams). That is the
-  path decord's filter graph takes (checked bit-identical on a BT.709 clip, see ``docs/video.md``);
+  path decord's filter graph takes (the tests check bit-identical pixels on BT.709, BT.601 and full-range clips);
 * **time**: a frame's timestamp is its container PTS times the stream time base, relative to the first frame, so
   variable-frame-rate files are stamped as they play; its duration is the container's (or ``1 / avg fps``);
 * **rotation**: the display matrix (the old ``rotate`` tag is read into it by FFmpeg) is applied to the RGB image, so

@@ -146,3 +146,21 @@ def test_bad_files_raise_naming_the_file(test_videos: VideoSet, name: str, messa
     with pytest.raises(VideoDecodeError, match=re.escape(message)) as caught:
         VideoReader(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["bt709", "bt601", "full_range"])
+def test_conversion_equals_decords_filter_graph(test_videos: VideoSet, name: str) -> None:
+    """The reader's RGB is bit-identical to decord's path: an FFmpeg ``scale=W:H`` filter into an ``rgb24`` sink."""
+    path = getattr(test_videos, name)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame = next(container.decode(stream))
+        graph = av.filter.Graph()
+        nodes = [graph.add_buffer(template=stream), graph.add("scale", f"{frame.width}:{frame.height}"),
+                 graph.add("format", "rgb24"), graph.add("buffersink")]  # fmt: skip
+        for upstream, downstream in zip(nodes, nodes[1:]):
+            upstream.link_to(downstream)
+        graph.configure()
+        graph.push(frame)
+        filtered = graph.pull().to_ndarray()
+    assert np.array_equal(_first_rgb(path).astype(np.uint8), filtered)
