@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# Only the Qwen2.5 vocabulary file is used from dashscope; its dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps dashscope
+	# The ffmpeg tool makes the test videos (PyAV bundles its own libraries; nothing at run time needs the tool).
+	@if ! command -v ffmpeg >/dev/null; then \
+		if command -v apt-get >/dev/null && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null; }; }; \
+		then echo "installed ffmpeg (for the test videos)"; \
+		else echo "ffmpeg is missing and could not be installed: the video tests will skip"; fi; \
+	fi
 	touch $(STAMP)
 
 setup: $(STAMP)
