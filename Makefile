@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml
 	if [ -n "$$need" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $$need; \
 	elif [ -n "$$need" ]; then echo "not installed (needs root and apt):$$need"; fi
+	# The ffmpeg tool makes the test videos (PyAV bundles its own libraries; nothing at run time needs the tool).
+	@if ! command -v ffmpeg >/dev/null; then \
+		if command -v apt-get >/dev/null && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null; }; }; \
+		then echo "installed ffmpeg (for the test videos)"; \
+		else echo "ffmpeg is missing and could not be installed: the video tests will skip"; fi; \
+	fi
 	touch $(STAMP)
 
 setup: $(STAMP)

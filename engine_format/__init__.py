@@ -9,9 +9,10 @@ One definition of everything both sides must agree on:
 * ``preprocess``: both frame-preprocessing branches in numpy (the reference model wraps the same functions);
 * ``prompt``: the ChatML prompt and the streaming conversation's token pieces;
 * ``rope``: the decoder's rotary embedding, for exact re-basing of cached keys;
-* ``tokenizer``: the engines' ``tokenizer.json`` loaded with the ``tokenizers`` library.
+* ``tokenizer``: the engines' ``tokenizer.json`` loaded with the ``tokenizers`` library;
+* ``video``: decoding video files with PyAV (the reference reader and the runtime's file source share it).
 
-Dependencies: numpy, opencv, pillow, tokenizers (``pip install .``); nothing here imports torch.
+Dependencies: numpy, opencv, pillow, av, tokenizers (``pip install .``); nothing here imports torch.
 """
 
 

@@ -73,6 +73,37 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """Live cameras (``--source N``): requested mode, timeouts and reconnecting after a stall.
+
+    Attributes:
+        width: Requested capture width in pixels (0 = the driver's default).
+        height: Requested capture height in pixels (0 = the driver's default).
+        fps: Requested frame rate (0 = the driver's default). What the camera delivers is measured at open and
+            logged next to the request.
+        open_timeout_s: Longest wait for the device to open and deliver its first frame.
+        read_timeout_s: Longest wait for one frame before the camera counts as stalled.
+        max_consecutive_failures: Failed reads in a row before the camera counts as stalled.
+        reconnect_attempts: Release-and-reopen attempts after a stall before the run ends with a source error
+            (0 = end at the first stall).
+        reconnect_backoff_s: Wait before the first reopen attempt, doubled after each failed one.
+        reconnect_backoff_max_s: Longest wait between two attempts.
+        probe_frames: Warm-up frames read at open to measure the delivered size and frame rate.
+    """
+
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 2.0
+    max_consecutive_failures: int = 30
+    reconnect_attempts: int = 5
+    reconnect_backoff_s: float = 0.5
+    reconnect_backoff_max_s: float = 8.0
+    probe_frames: int = 10
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """Per-frame feature cache.
 
@@ -282,6 +313,7 @@ class StreamingConfig:
 
     window: WindowConfig = field(default_factory=WindowConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -396,6 +428,7 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         f"must be >= window.frames_per_window ({w.frames_per_window})",
     )
     _check(cfg.cache.max_frames >= 1, "cache.max_frames", cfg.cache.max_frames, "must be >= 1")
+    _validate_camera(cfg.camera)
 
     c = cfg.context
     _check(c.max_windows >= 1, "context.max_windows", c.max_windows, "must be >= 1")
@@ -471,6 +504,32 @@ def _validate_output(o: OutputConfig, s: SpeechConfig) -> None:
     _check(0 <= s.volume <= 200, "speech.volume", s.volume, "must be in [0, 200]")
     _check(s.player in SPEECH_PLAYERS, "speech.player", s.player, f"must be one of {', '.join(SPEECH_PLAYERS)}")
     _check(1 <= s.max_pending <= 16, "speech.max_pending", s.max_pending, "must be in [1, 16]")
+
+
+def _validate_camera(cam: CameraConfig) -> None:
+    """Ranges of the ``camera.*`` keys."""
+    for key, value in (("camera.width", cam.width), ("camera.height", cam.height)):
+        _check(value == 0 or 16 <= value <= 8192, key, value, "must be 0 (driver default) or in [16, 8192]")
+    _check(0 <= cam.fps <= 240, "camera.fps", cam.fps, "must be 0 (driver default) or in (0, 240]")
+    for key, value in (("camera.open_timeout_s", cam.open_timeout_s), ("camera.read_timeout_s", cam.read_timeout_s)):
+        _check(0 < value <= 60, key, value, "must be > 0 and <= 60")
+    _check(
+        1 <= cam.max_consecutive_failures <= 10000,
+        "camera.max_consecutive_failures",
+        cam.max_consecutive_failures,
+        "must be in [1, 10000]",
+    )
+    _check(0 <= cam.reconnect_attempts <= 1000, "camera.reconnect_attempts", cam.reconnect_attempts,
+           "must be in [0, 1000] (0 = no reconnect)")
+    _check(0 <= cam.reconnect_backoff_s <= 60, "camera.reconnect_backoff_s", cam.reconnect_backoff_s,
+           "must be >= 0 and <= 60")
+    _check(
+        cam.reconnect_backoff_s <= cam.reconnect_backoff_max_s <= 300,
+        "camera.reconnect_backoff_max_s",
+        cam.reconnect_backoff_max_s,
+        f"must be >= camera.reconnect_backoff_s ({cam.reconnect_backoff_s}) and <= 300",
+    )
+    _check(1 <= cam.probe_frames <= 300, "camera.probe_frames", cam.probe_frames, "must be in [1, 300]")
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> StreamingConfig:

@@ -18,8 +18,9 @@ class Frame:
         index: Sequential frame number within its source, starting at 0. It is
             unique per stream, so it doubles as the feature-cache key.
         timestamp: Capture time in seconds. ``time.monotonic()`` for live
-            cameras; the presentation time ``index / fps`` for files and the
-            synthetic source. Non-decreasing within a stream.
+            cameras; the presentation time for files (container PTS x time
+            base, from 0) and ``index / fps`` for the synthetic source.
+            Non-decreasing within a stream.
         image: ``uint8`` array of shape ``[H, W, 3]`` in RGB order.
         decode_ms: Time the source spent producing this frame (decode or
             render plus colour conversion), excluding any pacing wait; for

@@ -84,3 +84,17 @@ def exported_tiny(
     )
     assert code == 0, "python -m export failed on the tiny checkpoint"
     return out / "tiny"
+
+
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns benchmarks.media.VideoSet
+    """Tiny BT.709/BT.601/full-range, VFR, rotated, truncated, corrupt, empty and junk clips (ffmpeg, ~2 s).
+
+    Skips with the reason where the ffmpeg command-line tool is missing (``make setup`` installs it via apt-get).
+    """
+    from benchmarks.media import ffmpeg_missing_reason, make_test_videos
+
+    reason = ffmpeg_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    return make_test_videos(tmp_path_factory.mktemp("videos"))

@@ -12,16 +12,11 @@ results are compared window by window:
   top-1/top-2 margins are recorded for every decoder call), and the text.
 
 The policy must not depend on the logits, so that every backend walks the same path through the session:
-:func:`stream_config` uses ``every_n`` (default ``n = 2``) and a feedback-gate interval of 0, so four windows cover a
-first append, feedback generation, the clear after feedback, an append to the cleared context, an append carrying the
-previous turn's deferred closing tokens, and a second feedback. ``n = 3`` with ``max_windows = 2`` adds an eviction
-whose later window is re-based (``KVCache.drop`` + ``shift_positions``) before the third window's append.
-
-Known issue (December 2026): that eviction fails on the tiny model because the PyTorch backend's key re-rotation is
-wrong for fp32 caches (``runtime/backends/kv_torch.py``: ``rotate_keys`` is given ``lambda t: t.float()``, which
-returns the same tensor for fp32 keys, so the first half is overwritten before the second half reads it). The
-defaults (``n = 2``, the runtime's ``max_windows`` 4) therefore never re-base; ``tests/validation/test_stream_check.py``
-pins the failure.
+:func:`stream_config` uses ``every_n`` and a feedback-gate interval of 0. With ``n = 2`` four windows cover a first
+append, feedback generation, the clear after feedback, an append to the cleared context, an append carrying the
+previous turn's deferred closing tokens, and a second feedback. ``n = 3`` with ``max_windows = 2`` (the parity CLI's
+default) adds an eviction whose later window is re-based (``KVCache.drop`` + ``shift_positions``) before the third
+window's append and its feedback.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Frame sources: camera, video file and the synthetic scene (one module each), and the ``--source`` factory.
 
 * :mod:`~runtime.sources.base`: :class:`FrameSource`, :class:`SourceError`, real-time pacing;
-* :mod:`~runtime.sources.camera`: :class:`CameraSource`;
-* :mod:`~runtime.sources.video_file`: :class:`VideoFileSource`;
+* :mod:`~runtime.sources.camera`: :class:`CameraSource` (measured delivery, reconnect after a stall);
+* :mod:`~runtime.sources.video_file`: :class:`VideoFileSource` (PyAV through :mod:`engine_format.video`);
 * :mod:`~runtime.sources.scene` / :mod:`~runtime.sources.synthetic`: the squat scene and :class:`SyntheticSource`.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 
+from runtime.config import CameraConfig
 from runtime.sources.base import FALLBACK_FPS, STREAM_END_REASONS, FrameSource, Pacer, SourceError, StreamEnd
 from runtime.sources.camera import CameraSource
 from runtime.sources.synthetic import SyntheticSource
@@ -74,7 +75,7 @@ def write_sample_video(
     return out
 
 
-def source_from_spec(spec: str, paced: bool = True) -> FrameSource:
+def source_from_spec(spec: str, paced: bool = True, camera: CameraConfig | None = None) -> FrameSource:
     """Builds (without opening) the source named by a ``--source`` value.
 
     Args:
@@ -82,6 +83,8 @@ def source_from_spec(spec: str, paced: bool = True) -> FrameSource:
             synthetic scene, otherwise a video file path.
         paced: Real-time pacing for file and synthetic sources (cameras are
             always real time).
+        camera: The ``camera.*`` settings (requested mode, timeouts, reconnect);
+            ``None`` takes the configuration defaults.
 
     Returns:
         An unopened :class:`FrameSource`.
@@ -93,7 +96,7 @@ def source_from_spec(spec: str, paced: bool = True) -> FrameSource:
     if not text:
         raise SourceError("--source is empty: expected a camera index, 'synthetic' or a video file path")
     if text.lstrip("-").isdigit():
-        return CameraSource(int(text))
+        return CameraSource.from_config(int(text), camera or CameraConfig())
     if text.lower() == "synthetic":
         return SyntheticSource(paced=paced)
     return VideoFileSource(text, paced=paced)

@@ -28,12 +28,14 @@ class StreamEnd:
 
     Attributes:
         reason: ``end_of_stream`` (every frame the source announced was delivered) or ``truncated`` (it stopped
-            early: a cut or corrupt file).
+            early, or packets failed to decode: a cut or corrupt file; every frame that decoded was delivered).
         end_time: Stream time the source covers up to: the last frame's timestamp plus its duration (a file of N
             frames at ``fps`` covers ``N / fps`` seconds, its last frame is stamped ``(N - 1) / fps``).
         frames_read: Frames delivered.
         frames_expected: Frames the container announced, if it did.
         message: Why it counts as truncated (empty otherwise).
+        decode_errors: Packets the decoder rejected and skipped (a file with any is ``truncated``).
+        corrupt_frames: Frames delivered that the decoder flagged as decoded with concealed errors.
     """
 
     reason: str
@@ -41,6 +43,8 @@ class StreamEnd:
     frames_read: int
     frames_expected: int | None = None
     message: str = ""
+    decode_errors: int = 0
+    corrupt_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.reason not in STREAM_END_REASONS:
@@ -72,6 +76,11 @@ class FrameSource(ABC):
     @abstractmethod
     def nominal_fps(self) -> float:
         """The frame rate the source advertises, in frames per second."""
+
+    @property
+    def reported_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` of the frames the source actually delivers, once known (``None`` before)."""
+        return None
 
     @property
     def description(self) -> str:

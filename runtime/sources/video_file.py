@@ -1,15 +1,13 @@
-"""Frames decoded from a video file, paced like a live camera or as fast as they decode."""
+"""Frames decoded from a video file (PyAV), paced like a live camera or as fast as they decode."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import cv2
-
+from engine_format.video import DecodedFrame, VideoDecodeError, VideoInfo, VideoReader
 from runtime.frames import Frame
 from runtime.sources.base import FALLBACK_FPS, FrameSource, Pacer, SourceError, StreamEnd
 
@@ -17,24 +15,30 @@ logger = logging.getLogger(__name__)
 
 
 class VideoFileSource(FrameSource):
-    """Frames decoded from a video file.
+    """Frames decoded from a video file by :class:`engine_format.video.VideoReader`.
 
-    Timestamps are ``index / fps`` using the file's own frame rate, so they are
-    identical whether the file is paced or not.
+    Timestamps are the container's presentation times (PTS x time base, from 0 at the first frame), so a
+    variable-frame-rate phone video is stamped as it plays, paced or not. Colour follows the stream's matrix and
+    range, and the display rotation is applied. A file that ends short of what its container announces, or that has
+    packets the decoder rejects, still delivers every frame that decodes; :attr:`stream_end` then says
+    ``truncated`` and why. Only a file of which no frame decodes raises (at :meth:`open`).
 
     Args:
         path: The video file.
-        paced: If true, frames are released at the file's frame rate (like a
-            live camera); if false, as fast as they decode (benchmarks).
+        paced: If true, frames are released at their timestamps (like a live camera); if false, as fast as they
+            decode (offline runs, benchmarks).
+        threads: Decoder threads (0 = FFmpeg's choice).
     """
 
-    def __init__(self, path: str | Path, paced: bool = True) -> None:
+    def __init__(self, path: str | Path, paced: bool = True, threads: int = 0) -> None:
         super().__init__()
         self.path = Path(path)
         self.paced = paced
-        self._cap: Any = None
-        self._fps = 0.0
-        self._next_index = 0
+        self._threads = threads
+        self._reader: VideoReader | None = None
+        self._frames: Iterator[DecodedFrame] | None = None
+        self._info: VideoInfo | None = None
+        self._last: DecodedFrame | None = None
         self._pacer = Pacer()
 
     @property
@@ -42,68 +46,77 @@ class VideoFileSource(FrameSource):
         return f"video file {self.path}"
 
     @property
+    def info(self) -> VideoInfo | None:
+        """What the container and the first frame told (``None`` before :meth:`open`)."""
+        return self._info
+
+    @property
     def nominal_fps(self) -> float:
-        """The file's frame rate (``FALLBACK_FPS`` if it reports none)."""
-        return self._fps if self._fps > 0 else FALLBACK_FPS
+        """The stream's average frame rate (``FALLBACK_FPS`` if it reports none, or before :meth:`open`)."""
+        if self._info is not None and self._info.average_fps:
+            return self._info.average_fps
+        return FALLBACK_FPS
+
+    @property
+    def reported_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` of the frames as delivered, after rotation (``None`` before :meth:`open`)."""
+        return None if self._info is None else (self._info.width, self._info.height)
 
     @property
     def frame_count(self) -> int | None:
-        """The container's frame count, if it reports one (may be approximate)."""
-        if self._cap is None:
-            return None
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        return count if count > 0 else None
+        """Frames the container announces, if it does (else duration x fps; ``None`` if neither is known)."""
+        return None if self._info is None else self._info.expected_frames
 
     def _open(self) -> None:
-        if not self.path.exists():
-            raise SourceError(f"video file not found: {self.path}")
-        if not self.path.is_file():
-            raise SourceError(f"video path is not a file: {self.path}")
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"video file could not be opened (unreadable or unsupported format): {self.path}")
-        reported = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if math.isfinite(reported) and reported > 0:
-            self._fps = reported
-        else:
-            logger.warning("%s reports no frame rate; assuming %.1f fps", self.path, FALLBACK_FPS)
-            self._fps = FALLBACK_FPS
-        self._cap = cap
-        self._next_index = 0
+        try:
+            self._reader = VideoReader(self.path, threads=self._threads)
+        except VideoDecodeError as exc:
+            raise SourceError(str(exc)) from exc
+        self._info = self._reader.info
+        if not self._info.average_fps:
+            logger.warning("%s reports no frame rate; timestamps come from the container, pacing assumes %.1f fps",
+                           self.path, FALLBACK_FPS)
+        if self._info.rotation:
+            logger.info("%s: applying the display rotation (%d deg)", self.path, self._info.rotation)
+        self._frames = self._reader.frames()
+        self._last = None
         self._pacer = Pacer()
+        self.stream_end = None
 
     def _read(self) -> Frame | None:
+        assert self._frames is not None
         started = time.perf_counter()
-        ok, bgr = self._cap.read()
-        if not ok or bgr is None:
-            if self._next_index == 0:
-                # An opened container with no decodable frame is a broken file,
-                # not an empty stream.
-                raise SourceError(f"video file has no decodable frames: {self.path}")
+        decoded = next(self._frames, None)
+        if decoded is None:
             self.stream_end = self._stream_end()
             return None
-        timestamp = self._next_index / self._fps
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         decode_ms = (time.perf_counter() - started) * 1e3  # measured before pacing sleeps
         if self.paced:
-            self._pacer.wait_until(timestamp)
-        frame = Frame(self._next_index, timestamp, rgb, decode_ms=decode_ms)
-        self._next_index += 1
-        return frame
+            self._pacer.wait_until(decoded.time_s)
+        self._last = decoded
+        return Frame(decoded.index, decoded.time_s, decoded.image, decode_ms=decode_ms)
 
     def _stream_end(self) -> StreamEnd:
-        """The end facts after the last frame: covered time, and whether fewer frames decoded than announced."""
-        expected = self.frame_count
-        end_time = self._next_index / self._fps
-        # Containers round their frame count; a shortfall of more than a frame or 2 % is a cut or corrupt file.
-        if expected is not None and self._next_index < expected - max(1, round(0.02 * expected)):
-            message = f"decoded {self._next_index} of the {expected} frames {self.path} announces"
-            logger.warning("video file truncated: %s", message)
-            return StreamEnd("truncated", end_time, self._next_index, expected, message)
-        return StreamEnd("end_of_stream", end_time, self._next_index, expected)
+        """The end facts after the last frame: covered time, and whether the file fell short of its container."""
+        assert self._reader is not None and self._info is not None
+        status = self._reader.status
+        shortfall = status.shortfall(self._info)
+        common = {
+            "end_time": status.end_time_s,
+            "frames_read": status.frames,
+            "frames_expected": self._info.expected_frames,
+            "decode_errors": status.packet_errors,
+            "corrupt_frames": status.corrupt_frames,
+        }
+        if shortfall:
+            logger.warning("video file %s is truncated or damaged: %s", self.path, shortfall)
+            return StreamEnd("truncated", message=shortfall, **common)
+        if status.corrupt_frames:
+            logger.warning("video file %s: %d frame(s) decoded with concealed errors", self.path, status.corrupt_frames)
+        return StreamEnd("end_of_stream", **common)
 
     def _close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._frames = None

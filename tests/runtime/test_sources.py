@@ -1,8 +1,7 @@
-"""Frame sources: synthetic, video file, camera errors, --source parsing."""
+"""Frame sources: synthetic, the sample video, --source parsing (cameras: test_camera.py; real files: test_video_file.py)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,73 +81,6 @@ def test_video_file_unreadable_is_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=str(bogus)):
         with VideoFileSource(bogus) as src:
             src.read()
-
-
-def test_camera_index_99_fails_fast_with_clear_error() -> None:
-    with pytest.raises(SourceError, match="camera index 99 could not be opened"):
-        CameraSource(99, open_timeout_s=5.0).open()
-
-
-class _FakeCapture:
-    """Mimics cv2.VideoCapture: optional failed reads, or a read that hangs."""
-
-    def __init__(self, fail_reads: int = 0, hang: threading.Event | None = None) -> None:
-        self.fail_reads = fail_reads
-        self.hang = hang
-        self.released = False
-
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
-        return True
-
-    def get(self, prop: int) -> float:
-        return 25.0
-
-    def set(self, prop: int, value: float) -> bool:
-        return True
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self.hang is not None:
-            self.hang.wait(timeout=5)
-            return False, None
-        if self.fail_reads > 0:
-            self.fail_reads -= 1
-            return False, None
-        bgr = np.zeros((4, 4, 3), np.uint8)
-        bgr[..., 0] = 255  # blue in BGR
-        return True, bgr
-
-    def release(self) -> None:
-        self.released = True
-
-
-def test_camera_converts_bgr_and_tolerates_transient_failures() -> None:
-    fake = _FakeCapture(fail_reads=2)
-    with CameraSource(0, max_consecutive_failures=5, capture_factory=lambda i: fake) as cam:
-        frame = cam.read()
-        assert cam.nominal_fps == 25.0
-    assert frame is not None and frame.index == 0
-    assert frame.image[0, 0].tolist() == [0, 0, 255]  # blue in RGB
-    assert fake.released
-
-
-def test_camera_consecutive_failures_raise() -> None:
-    fake = _FakeCapture(fail_reads=100)
-    with CameraSource(3, max_consecutive_failures=4, capture_factory=lambda i: fake) as cam:
-        with pytest.raises(SourceError, match="camera index 3 failed 4 consecutive reads"):
-            cam.read()
-
-
-def test_camera_read_timeout_does_not_hang() -> None:
-    release = threading.Event()
-    fake = _FakeCapture(hang=release)
-    cam = CameraSource(1, read_timeout_s=0.05, capture_factory=lambda i: fake)
-    cam.open()
-    try:
-        with pytest.raises(SourceError, match="camera index 1 delivered no frame within"):
-            cam.read()
-    finally:
-        cam.close()
-        release.set()
 
 
 def test_open_source_parses_specs(tmp_path: Path) -> None:
