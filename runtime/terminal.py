@@ -18,11 +18,23 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from engine_format.vocab import FEEDBACK
-from runtime.events import Event, FeedbackFinished, FeedbackSpoken, WindowDecided, WindowSkipped
+from runtime.events import (
+    ContextCleared,
+    ContextEvicted,
+    Event,
+    FeedbackFinished,
+    FeedbackSpoken,
+    FeedbackStarted,
+    FeedbackToken,
+    WindowDecided,
+    WindowSkipped,
+)
 from runtime.stats import RunSummary
 
 #: Longest feedback text printed on one line (the JSONL has all of it).
 MAX_TEXT = 160
+#: Events with no line of their own: their content shows in other lines (tokens) or only matters to machines.
+QUIET = (FeedbackStarted, FeedbackToken, ContextCleared, ContextEvicted)
 
 
 def format_time(seconds: float) -> str:
@@ -86,6 +98,10 @@ class TerminalPrinter:
             self._write(f"[{format_time(t_end)}] skipped window {event.window_index} ({event.reason})")
         elif isinstance(event, FeedbackSpoken):
             self._write(self.speech_line(event))
+        elif not isinstance(event, QUIET):
+            # An event this printer has no line for (e.g. a warning added later) is still shown, never dropped.
+            fields = ", ".join(f"{k}={v}" for k, v in event.to_dict().items() if k != "type")
+            self._write(f"[{event.type}] {printable(fields)}")
 
     def decision_line(self, e: WindowDecided) -> str:
         """``[t] <next>     0.50  every_n · window 812 ms`` (or the gate's reason instead of the policy)."""

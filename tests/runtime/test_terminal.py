@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
-from runtime.events import FeedbackFinished, FeedbackSpoken, FeedbackStarted, FeedbackToken, WindowDecided
+from runtime.events import Event, FeedbackFinished, FeedbackSpoken, FeedbackStarted, FeedbackToken, WindowDecided
 from runtime.events import WindowSkipped
 from runtime.terminal import TerminalPrinter, format_time, printable
 
@@ -23,6 +25,14 @@ def test_format_time(seconds: float, text: str) -> None:
 def test_printable_escapes_line_breaks_and_cuts_long_text() -> None:
     assert printable("a\nb\tc") == "a\\nb\\tc"
     assert printable("x" * 200, limit=10) == "x" * 9 + "…"
+
+
+@dataclass(frozen=True)
+class SourceWarning(Event):
+    """A stand-in for an event type the printer has no line for."""
+
+    TYPE: ClassVar[str] = "source_warning"
+    message: str
 
 
 def printer(origin: float = 0.0) -> tuple[TerminalPrinter, io.StringIO]:
@@ -62,3 +72,10 @@ def test_spoken_and_superseded_feedback_lines() -> None:
         '[00:06.3] spoken "Knees out" · audio 14 ms after the text, 1.2 s (alsa)',
         '[window 4] not spoken, superseded by a newer feedback: "Chest up"',
     ]
+
+
+def test_an_event_without_a_line_of_its_own_is_still_printed() -> None:
+    """Forward compatibility: a new event type (here a stand-in) is shown with its fields, not dropped."""
+    p, out = printer()
+    p(SourceWarning("file truncated after 120 frames"))
+    assert out.getvalue() == "[source_warning] message=file truncated after 120 frames\n"
