@@ -370,8 +370,10 @@ def run_fast_path(
         if reference is None:
             reference = create_backend("pytorch", model_dir=model_dir, clip_dir=clip_dir, precision="fp32",
                                        device=device, threads=threads)
+        fast_backend = live[-1].backend
+        assert fast_backend is not None
         out["numerics"] = {"reference": "fp32:eager", "fast": live[-1].name, "random_weights": True,
-                           **measure_numerics(reference, live[-1].backend, config, numerics_windows)}  # type: ignore[arg-type]
+                           **measure_numerics(reference, fast_backend, config, numerics_windows)}
         out["goals"] = {"variant": live[-1].name, **goal_rows(out["stream"][live[-1].name], out["numerics"])}
     finally:
         for rungs in ladders.values():
@@ -391,7 +393,8 @@ def fast_path_markdown(fp: dict[str, Any]) -> str:
     scan = fp["scan"]
     out += [f"#### Selective scan, one direction of one layer (D {scan['shape']['D']}, L {scan['shape']['L']})", "",
             markdown_table(["impl", "p50 ms", "max abs err vs ref"],
-                           [[k, fmt_ms(v["p50_ms"]), f"{v['max_abs_err_vs_ref']:.2e}"] for k, v in scan["impls"].items()]),
+                           [[k, fmt_ms(v["p50_ms"]), f"{v['max_abs_err_vs_ref']:.2e}"]
+                            for k, v in scan["impls"].items()]),
             ""]
     rows = []
     for name, st in fp["stream"].items():

@@ -23,6 +23,7 @@ GPU kernel of ``mobile_videogpt.kernels.selective_scan``, imported on first use)
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 import torch
@@ -312,6 +313,12 @@ def selective_scan_marker(
             f"scan_impl 'scan_marker' supports only VideoMamba's call; unsupported: {', '.join(unsupported)}"
         )
     return _scan_marker_op(u, delta, A, B, C, D, z, delta_bias)
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton's interpreter is switched on (``TRITON_INTERPRET=1``, Triton's own switch; read without
+    importing Triton, so checking it never builds the kernels in the wrong mode)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def selective_scan_triton(

@@ -412,7 +412,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         b.intra_op_threads,
         "must be in [0, 256] (0 = runtime default)",
     )
-    for key, value, names in (("scan_impl", b.scan_impl, SCAN_IMPL_NAMES), ("preprocess", b.preprocess, PREPROCESS_NAMES),
+    for key, value, names in (("scan_impl", b.scan_impl, SCAN_IMPL_NAMES),
+                              ("preprocess", b.preprocess, PREPROCESS_NAMES),
                               ("attention", b.attention, ATTENTION_NAMES)):
         _check(value in names, f"backend.{key}", value, f"must be one of {', '.join(names)}")
     defaults = BackendConfig()

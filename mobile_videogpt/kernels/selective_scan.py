@@ -32,21 +32,17 @@ the CPU tests hold it against the reference (about 2 ms per time step and channe
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from mobile_videogpt.selective_scan import interpreter_enabled
+
 DEFAULT_CHUNK_SIZE = 64
 """Tokens per chunk c (K = 25 chunks at L = 1569)."""
 DEFAULT_BLOCK_D = 32
 """Channels per program Db (a power of two; 36 channel blocks at D = 1152)."""
-
-
-def interpreter_enabled() -> bool:
-    """Whether Triton's interpreter is switched on (``TRITON_INTERPRET=1``, Triton's own switch)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 #: Whether the kernels below were built for Triton's interpreter (``triton.jit`` reads the switch when it decorates).
@@ -210,7 +206,9 @@ def selective_scan_triton(
         RuntimeError: For CPU tensors without Triton's interpreter (the compiled kernels run on CUDA only).
     """
     if chunk_size < 1 or block_d < 1 or block_d & (block_d - 1):
-        raise ValueError(f"selective_scan_triton: chunk_size {chunk_size} must be >= 1 and block_d {block_d} a power of 2")
+        raise ValueError(
+            f"selective_scan_triton: chunk_size {chunk_size} must be >= 1 and block_d {block_d} a power of 2"
+        )
     batch, dim, length = u.shape
     n_state = A.shape[1]
     _check("delta", delta, (batch, dim, length))
@@ -226,7 +224,8 @@ def selective_scan_triton(
     interpret = interpreter_enabled()
     if interpret != BUILT_FOR_INTERPRETER:
         raise RuntimeError(
-            f"TRITON_INTERPRET is {'on' if interpret else 'off'} now but was {'on' if BUILT_FOR_INTERPRETER else 'off'} "
+            f"TRITON_INTERPRET is {'on' if interpret else 'off'} now but was "
+            f"{'on' if BUILT_FOR_INTERPRETER else 'off'} "
             "when the Triton scan kernels were built: set it before the first use in the process"
         )
     if u.device.type != "cuda" and not interpret:

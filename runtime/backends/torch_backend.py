@@ -36,7 +36,7 @@ from mobile_videogpt.checkpoint import CheckpointError, load_model
 from mobile_videogpt.config import ModelConfigError
 from mobile_videogpt.facts import model_facts
 from mobile_videogpt.preprocess_device import clip_branch_device, upload_frames, video_branch_device
-from mobile_videogpt.selective_scan import get_scan_impl
+from mobile_videogpt.selective_scan import get_scan_impl, interpreter_enabled
 from mobile_videogpt.synthetic import is_synthetic
 from mobile_videogpt.vocab import extend_tokenizer
 from runtime.backends.base import BackendError, ImageFeatures, ModelBackend, Segment, check_token_ids
@@ -356,8 +356,6 @@ def _check_fast_path(dev: torch.device, scan_impl: str, preprocess: str, cuda_gr
     except ValueError as exc:  # the package the name needs is missing
         raise BackendError(f"pytorch backend: {exc}") from exc
     if scan_impl == "triton" and dev.type != "cuda":
-        from mobile_videogpt.kernels.selective_scan import interpreter_enabled
-
         if not interpreter_enabled():
             raise BackendError(
                 f"pytorch backend: scan_impl 'triton' needs a CUDA device, got device {str(dev)!r} (use chunked on a "
