@@ -8,7 +8,7 @@ CLIP ?=
 NAME ?=
 PRESET ?= tiny
 
-.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-gpu gpu-check clean
+.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-gpu gpu-check gpu-carry gpu-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -83,6 +83,19 @@ gpu-check:
 TRT ?=
 bench-gpu:
 	$(PY) -m benchmarks.gpu --out artifacts/bench_gpu $(if $(wildcard artifacts/gpu_tokenizer/tokenizer.json),--tokenizer-dir artifacts/gpu_tokenizer) $(if $(TRT),--tensorrt-engines $(TRT))
+
+# The prepared GPU run (docs/gpu.md). gpu-carry writes, here, the ignored folders to carry to the GPU machine
+# (carry: artifacts/gpu_site artifacts/gpu_tokenizer artifacts/golden); gpu-run runs the script (OUT=... on the device).
+gpu-carry: $(STAMP)
+	mkdir -p artifacts/gpu_site/dashscope/resources artifacts/gpu_tokenizer artifacts/golden
+	cp $$($(BIN)/python -c "import importlib.util as u; print(u.find_spec('dashscope').submodule_search_locations[0])")/resources/qwen.tiktoken artifacts/gpu_site/dashscope/resources/
+	touch artifacts/gpu_site/dashscope/__init__.py
+	test -f checkpoints/tiny/model/tokenizer.json || $(BIN)/python -m mobile_videogpt.synthetic --preset tiny --out checkpoints/tiny
+	cp checkpoints/tiny/model/tokenizer.json checkpoints/tiny/model/tokenizer_config.json checkpoints/tiny/model/chat_template.jinja checkpoints/tiny/model/generation_config.json artifacts/gpu_tokenizer/
+	-cp -r ../shared/golden/mvgpt_tiny_a/. artifacts/golden/
+
+gpu-run:
+	bash scripts/gpu_run.sh $(GPU_RUN_ARGS)
 
 clean:
 	rm -rf engines/* artifacts checkpoints .pytest_cache

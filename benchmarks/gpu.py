@@ -18,7 +18,12 @@ benchmarks use, with ``pytorch`` on ``device=cuda`` as an ordinary backend varia
   at the same context, per precision;
 * **stream** (``benchmarks.stream.measure_runs``): the ``StreamingEngine`` running ``StreamSession`` over the
   synthetic scene, unpaced (every window processed), per precision: windows/s, real-time factor, per-stage latency,
-  feedback TTFT and tokens/s.
+  feedback TTFT and tokens/s;
+* **fast path** (``benchmarks.gpu_fastpath``, off with ``--no-fast-path``): the eager path against the fast path in
+  one run (a ladder adding one setting per rung: Triton scan, device preprocessing, CUDA graphs, sdpa_causal; fp16
+  and fp32), one scan at the 0.5B shape (ref / chunked / triton), the session on the eager and the fast variants,
+  the fast fp16 path against the fp32 reference on scene windows, and the issue's goals met or not, with the gap;
+  ``gpu_fastpath.png`` plots it.
 
 The checkpoint has random weights, written on the spot (``--checkpoint-dir``). The session needs the model's
 tokenizer: on a machine with the ``dashscope`` vocabulary it is written with the checkpoint; otherwise pass
@@ -56,6 +61,7 @@ from benchmarks.decode import TABLE_HEADER as DECODE_HEADER
 from benchmarks.decode import measure_variant as measure_decode
 from benchmarks.decode import table_rows as decode_rows
 from benchmarks.fixtures import Variant, bench_config, build_backend, scene_frames
+from benchmarks.gpu_fastpath import fast_path_markdown, run_fast_path
 from benchmarks.scaling import curves_markdown, measure_curves
 from benchmarks.stages import (
     STAGES,
@@ -90,6 +96,7 @@ class Sizes:
         stream_s: Stream seconds of the session run (a window every 1.5 s).
         stream_warmup: Untimed windows before it.
         stream_every_n: Feedback on every n-th window of the session run.
+        numerics_windows: Scene windows of the fast path's numerics check.
     """
 
     repeats: int
@@ -102,11 +109,12 @@ class Sizes:
     stream_s: float
     stream_warmup: int
     stream_every_n: int
+    numerics_windows: int = 4
 
 
-FULL = Sizes(10, 2, (1, 2, 4, 8, 16), (256, 1024, 2418, 4836, 9672), (0, 1, 2, 3), 8, 32, 18.5, 1, 2)
+FULL = Sizes(10, 2, (1, 2, 4, 8, 16), (256, 1024, 2418, 4836, 9672), (0, 1, 2, 3), 8, 32, 18.5, 1, 2, 4)
 #: Smoke mode (tests, CPU): every code path once, no warm-up, so its numbers are not measurements.
-QUICK = Sizes(1, 0, (1, 2), (64, 256), (0, 1), 1, 3, 2.1, 0, 1)
+QUICK = Sizes(1, 0, (1, 2), (64, 256), (0, 1), 1, 3, 2.1, 0, 1, 1)
 
 
 def checkpoint_with_tokenizer(preset: str, checkpoint_dir: Path, tokenizer_dir: Path | None) -> tuple[Path, Path]:
@@ -141,7 +149,7 @@ def run(args: argparse.Namespace, sizes: Sizes, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     sync = cuda_sync_fn(args.device)
     t = time.perf_counter()
-    checkpoint_with_tokenizer(args.preset, args.checkpoint_dir, args.tokenizer_dir)
+    model_dir, clip_dir = checkpoint_with_tokenizer(args.preset, args.checkpoint_dir, args.tokenizer_dir)
     checkpoint_s = time.perf_counter() - t
     variants = [Variant("pytorch", p, args.device) for p in args.precisions]
     if args.tensorrt_engines is not None:
@@ -195,6 +203,13 @@ def run(args: argparse.Namespace, sizes: Sizes, command: str) -> dict[str, Any]:
     finally:
         for p in prepared:
             p.backend.close()
+    if args.fast_path:
+        stream_kwargs = {"duration_s": sizes.stream_s, "modes": ["unpaced"], "every_n": sizes.stream_every_n,
+                         "max_new_tokens": 16, "warmup_windows": sizes.stream_warmup, "threads": args.threads}
+        report["fast_path"] = run_fast_path(
+            precisions=args.precisions, device=args.device, model_dir=model_dir, clip_dir=clip_dir,
+            threads=args.threads, repeats=sizes.repeats, warmup=sizes.warmup, sync=sync, quick=args.quick,
+            stream_kwargs=stream_kwargs, numerics_windows=sizes.numerics_windows)
     report["memory"] = {"peak_rss_mb": peak_rss_mb()}
     if args.device.startswith("cuda"):
         import torch
@@ -245,6 +260,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     for name, cv in report["curves"].items():
         out.append(curves_markdown(name, cv))
     out += [f"TensorRT: {report['tensorrt']['status']}"]
+    if "fast_path" in report:
+        out += ["", fast_path_markdown(report["fast_path"])]
     return "\n".join(out) + "\n"
 
 
@@ -268,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tokenizer files to copy into a checkpoint written without one (no dashscope here)")
     parser.add_argument("--tensorrt-engines", type=Path, default=None, help="TensorRT engines to time side by side")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="skip the fast-path section (ladder, scan, sessions, numerics, goals)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.device.startswith("cuda"):
@@ -286,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / "gpu.json", report)
     text = to_markdown(report)
     (args.out / "gpu.md").write_text(text)
+    written = [args.out / "gpu.json", args.out / "gpu.md"]
+    if "fast_path" in report and importlib.util.find_spec("matplotlib") is not None:
+        from benchmarks.gpu_fastpath import plot
+
+        written.append(plot(report, args.out / "gpu_fastpath.png"))
     print(text)
-    print(f"written {args.out / 'gpu.json'} and {args.out / 'gpu.md'} in {report['wall_s']:.0f} s")
+    print(f"written {', '.join(str(p) for p in written)} in {report['wall_s']:.0f} s")
     return 0
 
 

@@ -6,6 +6,11 @@ buffers per layer; ``update`` writes the new keys/values at ``[:, :, P:P+S]`` in
 ``[:, :, :P+S]`` views, so attention (SDPA or eager) reads exactly the live positions and nothing is copied or
 reallocated. The masks are those of a dynamic cache (``get_mask_sizes`` = live length + query length).
 
+A CUDA graph cannot see the Python live length, so a graphed decode step (``runtime.backends.torch_graphs``) switches
+the cache to *static writes* (``set_static_index``): each layer writes its one new position at a device index and
+returns the whole ``[B, Hkv, C, D]`` buffers, and the caller passes a mask over the C slots and records the length
+after the replay.
+
 Dimensions: B batch (1), Hkv KV heads, C capacity, P cached positions, S new positions, D head_dim.
 """
 
@@ -31,6 +36,7 @@ class PreallocatedLayer(DynamicLayer):
         self.device = key_buffer.device
         self.length = 0
         self.is_initialized = True
+        self.static_index: torch.Tensor | None = None  # device [1] int64 write slot in static-write mode
         self._refresh()
 
     @property
@@ -50,9 +56,16 @@ class PreallocatedLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Writes ``[B, Hkv, S, D]`` after the live entries; returns the live ``[B, Hkv, P+S, D]`` views.
 
+        In static-write mode it writes ``[B, Hkv, 1, D]`` at ``static_index`` instead and returns the whole buffers
+        (no Python length involved, so the call can be captured in a CUDA graph; the length is not changed).
+
         Raises:
             ValueError: If the S new positions do not fit in the capacity.
         """
+        if self.static_index is not None:
+            self.key_buffer.index_copy_(2, self.static_index, key_states)
+            self.value_buffer.index_copy_(2, self.static_index, value_states)
+            return self.key_buffer, self.value_buffer
         new = int(key_states.shape[-2])
         end = self.length + new
         if end > self.capacity:
@@ -144,6 +157,11 @@ class PreallocatedCache(Cache):
         """Sets every layer's live length."""
         for layer in self.layers:
             layer.set_length(length)  # type: ignore[attr-defined]
+
+    def set_static_index(self, index: torch.Tensor | None) -> None:
+        """Switches every layer to static writes at the device index ``[1]`` int64, or back (``None``)."""
+        for layer in self.layers:
+            layer.static_index = index  # type: ignore[attr-defined]
 
     def buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer ``(key_buffer, value_buffer)`` ``[B, Hkv, C, D]``."""

@@ -366,6 +366,7 @@ class MobileVideoGPT(nn.Module):
         cache: PreallocatedCache,
         position_ids: torch.Tensor | None = None,
         all_logits: bool = False,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The one decoder call: first prefill, append onto a past, or single-token decode, in place.
 
@@ -376,6 +377,8 @@ class MobileVideoGPT(nn.Module):
             cache: The cache (P live positions before the call, P + S after).
             position_ids: [B, S]; defaults to P .. P+S-1.
             all_logits: Return logits for every new position instead of the last one.
+            attention_mask: A prepared 4-D boolean mask ``[B, 1, S, KV]`` used as it is (the CUDA-graph decode step
+                over a static-write cache); default: the causal mask transformers builds from the cache.
 
         Returns:
             Logits [B, V] (or [B, S, V]) in fp32.
@@ -386,6 +389,7 @@ class MobileVideoGPT(nn.Module):
         out = self.lm(
             inputs_embeds=inputs_embeds.to(self.device, self.dtype),
             position_ids=position_ids.to(self.device),
+            attention_mask=attention_mask,
             use_cache=True,
             logits_to_keep=0 if all_logits else 1,
             **{_CACHE_KWARG: cache},

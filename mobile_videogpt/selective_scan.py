@@ -15,12 +15,15 @@ fp32), which the golden vectors were produced with. It is the yardstick for ever
 formulation (see ``export/``), which must keep this signature and be tested against it.
 
 Below the reference: ``selective_scan_chunked`` (fast, overflow-safe, traceable to standard ONNX ops), the
-``scan_marker`` op for exports that rewrite each scan into an ONNX ``Scan`` loop, and the registry ``SCAN_IMPLS`` /
+``scan_marker`` op for exports that rewrite each scan into an ONNX ``Scan`` loop, ``selective_scan_triton`` (the fused
+GPU kernel of ``mobile_videogpt.kernels.selective_scan``, imported on first use), and the registry ``SCAN_IMPLS`` /
 ``get_scan_impl`` that the model's ``scan_impl`` config string selects from. See ``docs/selective_scan.md``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable
 
 import torch
@@ -312,11 +315,46 @@ def selective_scan_marker(
     return _scan_marker_op(u, delta, A, B, C, D, z, delta_bias)
 
 
+def interpreter_enabled() -> bool:
+    """Whether Triton's interpreter is switched on (``TRITON_INTERPRET=1``, Triton's own switch; read without
+    importing Triton, so checking it never builds the kernels in the wrong mode)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def selective_scan_triton(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The fused Triton kernel (``mobile_videogpt.kernels.selective_scan``, three launches per scan, fp32 state).
+
+    Same signature, math and output as :func:`selective_scan_ref`; CUDA tensors (CPU tensors only under Triton's
+    interpreter, ``TRITON_INTERPRET=1``, for tests). The kernel module, and Triton with it, is imported on the first
+    call; :func:`get_scan_impl` has already checked that Triton is installed.
+
+    Returns:
+        y: [Bt, D, L] in the dtype of ``u``; with ``return_last_state`` also the last state [Bt, D, N] (fp32).
+    """
+    from mobile_videogpt.kernels.selective_scan import selective_scan_triton as kernel
+
+    return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
 SCAN_IMPLS: dict[str, Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]] = {
     "ref": selective_scan_ref,
     "chunked": selective_scan_chunked,
     "scan_marker": selective_scan_marker,
+    "triton": selective_scan_triton,
 }
+#: The package each implementation needs beyond torch (checked when the name is chosen, never used to pick one).
+SCAN_REQUIREMENTS = {"triton": "triton"}
 
 
 def get_scan_impl(name: str) -> Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
@@ -329,9 +367,17 @@ def get_scan_impl(name: str) -> Callable[..., torch.Tensor | tuple[torch.Tensor,
         A function with the signature of :func:`selective_scan_ref`.
 
     Raises:
-        ValueError: If ``name`` is not registered; the message lists the valid names.
+        ValueError: If ``name`` is not registered (the message lists the valid names), or the package it needs is not
+            installed (the message names it).
     """
     try:
-        return SCAN_IMPLS[name]
+        impl = SCAN_IMPLS[name]
     except KeyError:
         raise ValueError(f"unknown scan_impl {name!r}; valid names: {sorted(SCAN_IMPLS)}") from None
+    package = SCAN_REQUIREMENTS.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"scan_impl {name!r} needs the {package} package, which is not installed: pip install {package} "
+            "(or pip install '.[gpu]')"
+        )
+    return impl

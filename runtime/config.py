@@ -31,6 +31,11 @@ POLICY_NAMES = ("model", "every_n", "random", "motion")
 MOTION_MODES = ("frame_diff", "embedding")
 BACKEND_NAMES = ("pytorch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
+#: The ``pytorch`` backend's fast-path settings (docs/gpu.md); ``SCAN_IMPL_NAMES`` are the runtime's choices from
+#: ``mobile_videogpt.selective_scan.SCAN_IMPLS`` (``scan_marker`` is for exports).
+SCAN_IMPL_NAMES = ("chunked", "ref", "triton")
+PREPROCESS_NAMES = ("cpu", "device")
+ATTENTION_NAMES = ("sdpa", "sdpa_causal")
 TERMINAL_MODES = ("lines", "jsonl", "quiet")
 SPEECH_ENGINES = ("espeak-ng",)
 SPEECH_PLAYERS = ("auto", "alsa", "pulse", "none")
@@ -242,6 +247,11 @@ class BackendConfig:
         model_dir: Checkpoint the ``pytorch`` backend runs when ``engines_dir``
             holds no engines (``make export`` writes the synthetic tiny one).
         clip_dir: CLIP directory that goes with ``model_dir``.
+        scan_impl: ``pytorch`` only: the selective scan, ``chunked`` | ``ref`` | ``triton`` (CUDA).
+        preprocess: ``pytorch`` only: ``cpu`` (the reference, on the host) or ``device`` (uint8 frames uploaded once,
+            both branches on ``device``).
+        cuda_graphs: ``pytorch`` on CUDA only: replay the encoders and the decode step from CUDA graphs.
+        attention: ``pytorch`` only: ``sdpa`` (transformers' mask) or ``sdpa_causal`` (no mask tensor).
     """
 
     name: str = "onnxruntime"
@@ -251,6 +261,10 @@ class BackendConfig:
     intra_op_threads: int = 2
     model_dir: str = "checkpoints/tiny/model"
     clip_dir: str = "checkpoints/tiny/clip"
+    scan_impl: str = "chunked"
+    preprocess: str = "cpu"
+    cuda_graphs: bool = False
+    attention: str = "sdpa"
 
 
 @dataclass(frozen=True)
@@ -490,6 +504,18 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         b.intra_op_threads,
         "must be in [0, 256] (0 = runtime default)",
     )
+    for key, value, names in (("scan_impl", b.scan_impl, SCAN_IMPL_NAMES),
+                              ("preprocess", b.preprocess, PREPROCESS_NAMES),
+                              ("attention", b.attention, ATTENTION_NAMES)):
+        _check(value in names, f"backend.{key}", value, f"must be one of {', '.join(names)}")
+    defaults = BackendConfig()
+    for key in ("scan_impl", "preprocess", "cuda_graphs", "attention"):
+        value = getattr(b, key)
+        _check(b.name == "pytorch" or value == getattr(defaults, key), f"backend.{key}", value,
+               f"only the pytorch backend has this setting (backend.name is {b.name}); leave it at "
+               f"{getattr(defaults, key)!r}")
+    _check(not b.cuda_graphs or b.device.startswith("cuda"), "backend.cuda_graphs", b.cuda_graphs,
+           f"needs backend.device cuda (got {b.device}): CUDA graphs exist only on NVIDIA GPUs")
     _validate_output(cfg.output, cfg.speech)
     return cfg
 

@@ -2,7 +2,8 @@
 
 Each stage reads and fills fields of one :class:`WindowWork` record (nothing else is passed between stages):
 
-1. :class:`ImageStage`: CLIP-branch preprocessing and ``encode_images`` of the sampled frames not in the
+1. :class:`ImageStage`: the window's frames handed to the backend once (``upload_frames``), CLIP-branch
+   preprocessing and ``encode_images`` of the sampled frames not in the
    :class:`~runtime.feature_cache.FrameFeatureCache` (consecutive windows share frames).
 2. :class:`FrameSelectStage`: ``select_frames`` on the 16 frames' CLIP features.
 3. :class:`VideoStage`: video-branch preprocessing of the 8 selected frames and ``encode_video``.
@@ -25,7 +26,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine_format.preprocess import clip_branch, video_branch
 from engine_format.vocab import FEEDBACK, ActionTokenIds
 from runtime.backends.base import Array, ModelBackend
 from runtime.context import DecoderContext
@@ -89,6 +89,7 @@ class WindowWork:
         window: The window.
         frames: Its sampled frames (``num_frames``, in time order).
         timings: Per-stage milliseconds.
+        uploaded: The window's frames as the backend holds them (``upload_frames``; both branches read them).
         clip_features: CLIP features ``[F, 196, E]`` (backend arrays).
         image_tokens: Image-ETP rows ``[F, 144, H]`` (backend arrays).
         clip_mean: Mean CLIP feature per frame ``[F, E]`` (host).
@@ -102,6 +103,7 @@ class WindowWork:
     window: Window
     frames: list[Frame]
     timings: Timings = field(default_factory=Timings)
+    uploaded: Any = None
     clip_features: Array | None = None
     image_tokens: Array | None = None
     clip_mean: np.ndarray | None = None
@@ -125,11 +127,13 @@ class ImageStage:
 
     def process(self, work: WindowWork) -> None:
         """Fills ``clip_features``, ``image_tokens`` and ``clip_mean``."""
-        by_index = {f.index: f for f in work.frames}
+        position = {f.index: i for i, f in enumerate(work.frames)}
+        with work.timings.clock("preprocess"):
+            work.uploaded = self.backend.upload_frames([f.image for f in work.frames])
 
         def compute(missing: list[int]) -> list[tuple[Array, Array, np.ndarray]]:
             with work.timings.clock("preprocess"):
-                pixels = clip_branch(np.stack([by_index[i].image for i in missing]), self.backend.clip_preprocess)
+                pixels = self.backend.preprocess_images(work.uploaded, [position[i] for i in missing])
             with work.timings.clock("image_encoder"):
                 out = self.backend.encode_images(pixels)
             return [(out.clip_features[j], out.image_tokens[j], out.clip_mean[j]) for j in range(len(missing))]
@@ -166,7 +170,9 @@ class VideoStage:
         chunk = self.backend.facts.chunk_size
         slots = (np.arange(work.selected.shape[0])[:, None] * chunk + work.selected).reshape(-1)  # chunk-major
         with work.timings.clock("preprocess"):
-            pixels = video_branch(np.stack([work.frames[int(s)].image for s in slots]))
+            if work.uploaded is None:  # run without ImageStage (checks): hand the frames over here
+                work.uploaded = self.backend.upload_frames([f.image for f in work.frames])
+            pixels = self.backend.preprocess_video(work.uploaded, [int(s) for s in slots])
         with work.timings.clock("video_encoder"):
             work.video_tokens = self.backend.encode_video(pixels)
 

@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         cfg = resolve_config(args)
-        source = source_from_spec(args.source, paced=args.paced)
+        source = source_from_spec(args.source, paced=args.paced, camera=cfg.camera)
         source.open()  # fail fast, before loading the model, with the device or path in the message
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN_ENV = "MVGPT_GOLDEN_DIR"
 
 torch.set_num_threads(2)
+# Without CUDA the Triton scan tests run Triton's interpreter. Triton reads the switch when it is imported, and the
+# model code imports it (through transformers), so it is set here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def golden_dir() -> Path:

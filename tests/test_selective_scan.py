@@ -32,6 +32,7 @@ from mobile_videogpt.selective_scan import (
     selective_scan_chunked,
     selective_scan_marker,
     selective_scan_ref,
+    selective_scan_triton,
 )
 
 # fp32 with a different summation order: a few ulp of max|y| (~10 here).
@@ -68,15 +69,29 @@ def _ort_run(model: onnx.ModelProto | str, inputs: dict[str, torch.Tensor]) -> n
 
 def test_registry_names_and_lookup() -> None:
     """The config string selects the implementation; both are registered under their documented names."""
-    assert set(SCAN_IMPLS) == {"ref", "chunked", "scan_marker"}
+    assert set(SCAN_IMPLS) == {"ref", "chunked", "scan_marker", "triton"}
     assert get_scan_impl("ref") is selective_scan_ref
     assert get_scan_impl("chunked") is selective_scan_chunked
     assert get_scan_impl("scan_marker") is selective_scan_marker
+    assert get_scan_impl("triton") is selective_scan_triton
 
 
 def test_unknown_impl_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown scan_impl 'cuda'; valid names: \['chunked', 'ref', 'scan_marker'\]"):
+    valid = r"\['chunked', 'ref', 'scan_marker', 'triton'\]"
+    with pytest.raises(ValueError, match=rf"unknown scan_impl 'cuda'; valid names: {valid}"):
         get_scan_impl("cuda")
+
+
+def test_triton_impl_without_triton_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing ``triton`` where the package is missing is an error naming it, never a silent switch to another
+    implementation (the name selects; whether an import succeeds never does)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    with pytest.raises(ValueError, match=r"scan_impl 'triton' needs the triton package.*pip install triton"):
+        get_scan_impl("triton")
+    assert get_scan_impl("chunked") is selective_scan_chunked  # the others do not need it
 
 
 def test_chunked_rejects_bad_chunk_size() -> None:

@@ -30,6 +30,10 @@ def create_backend(
     precision: str = "fp32",
     device: str = "cpu",
     threads: int = 0,
+    scan_impl: str = "chunked",
+    preprocess: str = "cpu",
+    cuda_graphs: bool = False,
+    attention: str = "sdpa",
 ) -> ModelBackend:
     """Creates the backend named ``name``.
 
@@ -42,6 +46,10 @@ def create_backend(
         precision: ``fp32`` or ``fp16`` (``tensorrt``: the engines built for it).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (``tensorrt`` needs CUDA; ``onnxruntime`` picks the provider).
         threads: CPU threads (0 = the library's default).
+        scan_impl: ``pytorch`` only: selective-scan implementation (``chunked``, ``ref``, ``triton``).
+        preprocess: ``pytorch`` only: ``cpu`` or ``device`` preprocessing.
+        cuda_graphs: ``pytorch`` on CUDA only: CUDA graphs for the encoders and the decode step.
+        attention: ``pytorch`` only: ``sdpa`` or ``sdpa_causal``.
 
     Returns:
         The backend, ready to run.
@@ -53,10 +61,11 @@ def create_backend(
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}: choose one of {'|'.join(BACKEND_NAMES)}")
     device_type = device.split(":", 1)[0]
+    fast = {"scan_impl": scan_impl, "preprocess": preprocess, "cuda_graphs": cuda_graphs, "attention": attention}
     if name == "pytorch":
         from runtime.backends.torch_backend import TorchBackend
 
-        options = {"precision": precision, "device": device, "threads": threads}
+        options = {"precision": precision, "device": device, "threads": threads, **fast}
         if model_dir is not None:
             if clip_dir is None:
                 raise BackendError("pytorch backend: model_dir given without clip_dir")
@@ -65,6 +74,9 @@ def create_backend(
             raise BackendError("pytorch backend: give model_dir and clip_dir, or an engines_dir whose manifest records them")
         return TorchBackend.from_engines(engines_dir, **options)
 
+    reference = {"scan_impl": "chunked", "preprocess": "cpu", "cuda_graphs": False, "attention": "sdpa"}
+    if changed := sorted(k for k, v in fast.items() if v != reference[k]):
+        raise BackendError(f"{name} backend: {', '.join(changed)} are pytorch backend settings (docs/gpu.md)")
     if engines_dir is None:
         raise BackendError(f"{name} backend: engines_dir is required (export first: python -m export)")
     engines = Path(engines_dir)
@@ -103,6 +115,8 @@ def backend_from_config(cfg: BackendConfig, *, prefer_checkpoint: bool = False) 
     engines = Path(cfg.engines_dir)
     if cfg.name != "pytorch":
         return create_backend(cfg.name, engines_dir=engines, **options)
+    options.update(scan_impl=cfg.scan_impl, preprocess=cfg.preprocess, cuda_graphs=cfg.cuda_graphs,
+                   attention=cfg.attention)
     if not prefer_checkpoint and (engines / "manifest.json").is_file():
         return create_backend("pytorch", engines_dir=engines, **options)
     model_dir, clip_dir = Path(cfg.model_dir), Path(cfg.clip_dir)

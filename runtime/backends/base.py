@@ -12,6 +12,9 @@ Two levels, as in Polygraphy / TensorRT-LLM:
   the backend (:class:`~runtime.backends.kv.KVCache`, preallocated, updated in place).
 
 Shapes (H hidden size, V vocabulary rows, F frames, E CLIP width, P cached positions, S new positions):
+    upload_frames   the window's RGB uint8 frames [H,W,3] -> the backend's batch of them (host: the list itself)
+    preprocess_images  uploaded frames, positions -> CLIP-branch pixels [F,3,224,224] (host numpy by default)
+    preprocess_video   uploaded frames, positions -> video-branch pixels [8,3,224,224] (host numpy by default)
     encode_images   pixels [F,3,224,224] f32 -> ImageFeatures(clip_features [F,196,E], image_tokens [F,144,H], clip_mean)
     select_frames   clip_features [16,196,E] -> (scores [2,8] f32, selected [2,4] int64, ascending)
     encode_video    selected video-branch pixels [8,3,224,224] f32 -> video_tokens [2,49,H]
@@ -37,7 +40,7 @@ import numpy as np
 from engine_format import FormatError
 from engine_format.geometry import ModelFacts
 from engine_format.io import TensorSpec
-from engine_format.preprocess import ClipPreprocessConfig
+from engine_format.preprocess import ClipPreprocessConfig, clip_branch, video_branch
 from engine_format.tokenizer import Tokenizer
 from engine_format.vocab import ActionTokenIds
 from runtime.backends.kv import KVCache
@@ -155,6 +158,28 @@ class ModelBackend(ABC):
     def max_position_embeddings(self) -> int:
         """The decoder's RoPE range; the streaming context never uses positions at or beyond it."""
         return self.facts.max_position_embeddings
+
+    def upload_frames(self, images: Sequence[np.ndarray]) -> Any:
+        """The window's RGB uint8 frames ``[H, W, 3]``, handed over once for both preprocessing branches.
+
+        The default (host preprocessing, ``engine_format.preprocess``) keeps the list as it is; a backend that
+        preprocesses on its device copies the frames there once.
+        """
+        return list(images)
+
+    def preprocess_images(self, uploaded: Any, positions: Sequence[int]) -> Array:
+        """CLIP-branch pixels ``[F, 3, 224, 224]`` of the uploaded frames at ``positions`` (the checkpoint's values).
+
+        The default is the reference, ``engine_format.preprocess.clip_branch`` on the host.
+        """
+        return clip_branch(np.stack([uploaded[i] for i in positions]), self.clip_preprocess)
+
+    def preprocess_video(self, uploaded: Any, positions: Sequence[int]) -> Array:
+        """Video-branch pixels ``[K, 3, 224, 224]`` of the uploaded frames at ``positions`` (slot order).
+
+        The default is the reference, ``engine_format.preprocess.video_branch`` on the host.
+        """
+        return video_branch(np.stack([uploaded[i] for i in positions]))
 
     @abstractmethod
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:

@@ -31,6 +31,7 @@ class TorchCacheKV(KVCache):
         key = cache.buffers()[0][0]
         super().__init__(rope, len(cache.layers), int(key.shape[1]), cache.capacity, key.element_size())
         self.cache = cache
+        self.decode_graph: object | None = None  # the backend's CUDA-graph decode step bound to these buffers
 
     @property
     def allocated_bytes(self) -> int:

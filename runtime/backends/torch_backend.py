@@ -5,8 +5,15 @@ engines. ``device`` (``cpu``, ``cuda``, ``cuda:N``) is an ordinary setting: on a
 device-resident torch tensors from ``encode_images`` to ``decode`` (only pixels go up, only logits come down), and the
 KV cache is a preallocated in-place cache on the device (:class:`~runtime.backends.kv_torch.TorchCacheKV`).
 
-This module (and ``kv_torch``) is the only part of the runtime that imports torch, transformers and the reference
-package.
+The GPU fast path (``docs/gpu.md``) is a set of settings, each tested against the reference path and off by default:
+``scan_impl: triton`` (the fused scan kernel), ``preprocess: device`` (both preprocessing branches on the device from
+uint8 frames uploaded once, :mod:`mobile_videogpt.preprocess_device`), ``cuda_graphs: true`` (the encoders per batch
+size and the decode step replayed from CUDA graphs, :mod:`runtime.backends.torch_graphs`), ``attention: sdpa_causal``
+(no mask tensor, so the window append can use the flash kernel, :mod:`mobile_videogpt.attention`) and
+``precision: fp16``.
+
+This module (with ``kv_torch`` and ``torch_graphs``) is the only part of the runtime that imports torch, transformers
+and the reference package.
 """
 
 from __future__ import annotations
@@ -24,14 +31,18 @@ from engine_format import FormatError
 from engine_format.manifest import Manifest, ManifestError
 from engine_format.tokenizer import Tokenizer
 from engine_format.vocab import IMAGE_TOKEN, ActionTokenIds, load_action_tokens, plan_action_token_ids
+from mobile_videogpt import attention as causal_attention
 from mobile_videogpt.checkpoint import CheckpointError, load_model
 from mobile_videogpt.config import ModelConfigError
 from mobile_videogpt.facts import model_facts
+from mobile_videogpt.preprocess_device import clip_branch_device, upload_frames, video_branch_device
+from mobile_videogpt.selective_scan import get_scan_impl, interpreter_enabled
 from mobile_videogpt.synthetic import is_synthetic
 from mobile_videogpt.vocab import extend_tokenizer
 from runtime.backends.base import BackendError, ImageFeatures, ModelBackend, Segment, check_token_ids
 from runtime.backends.kv import KVCache
 from runtime.backends.kv_torch import TorchCacheKV
+from runtime.config import ATTENTION_NAMES, PREPROCESS_NAMES, SCAN_IMPL_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +57,19 @@ class TorchBackend(ModelBackend):
         clip_dir: CLIP directory.
         precision: ``fp32`` or ``fp16``; fp16 needs a CUDA device (CPU half matmuls are slow and not the reference).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        scan_impl: Selective-scan implementation; ``chunked`` is the fast one, ``ref`` the golden loop.
+        scan_impl: Selective-scan implementation: ``chunked`` (fast PyTorch), ``ref`` (the golden loop) or
+            ``triton`` (the fused kernel; CUDA, or the CPU under ``TRITON_INTERPRET=1`` for tests).
         threads: torch intra-op threads for this process (0 keeps torch's default).
         tokenizer_dir: Where the extended tokenizer is (an engines directory's ``tokenizer``); default: the
             checkpoint's tokenizer, extended with the action tokens in memory.
+        preprocess: ``cpu`` (the reference, ``engine_format.preprocess`` on the host) or ``device`` (uint8 frames
+            uploaded once, both branches in torch on ``device``).
+        cuda_graphs: Replay the encoders (per batch size) and the decode step from CUDA graphs (CUDA only).
+        attention: ``sdpa`` (transformers' SDPA with its mask) or ``sdpa_causal`` (no mask tensor).
 
     Raises:
-        BackendError: For an unknown precision, fp16 on CPU, a missing CUDA device or an unloadable checkpoint.
+        BackendError: For an unknown precision, scan, preprocessing or attention name, fp16 or CUDA graphs or the
+            Triton scan on a CPU, a missing CUDA device, a missing package or an unloadable checkpoint.
     """
 
     name = "pytorch"
@@ -66,6 +83,9 @@ class TorchBackend(ModelBackend):
         scan_impl: str = "chunked",
         threads: int = 0,
         tokenizer_dir: str | Path | None = None,
+        preprocess: str = "cpu",
+        cuda_graphs: bool = False,
+        attention: str = "sdpa",
     ) -> None:
         if precision not in PRECISION_DTYPES:
             raise BackendError(f"pytorch backend: precision {precision!r} is not one of {sorted(PRECISION_DTYPES)}")
@@ -81,6 +101,7 @@ class TorchBackend(ModelBackend):
             )
         if threads < 0:
             raise BackendError(f"pytorch backend: threads = {threads}: must be >= 0 (0 = torch default)")
+        _check_fast_path(dev, scan_impl, preprocess, cuda_graphs, attention)
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-module thread pool
         self.model_dir, self.clip_dir = Path(model_dir), Path(clip_dir)
@@ -88,6 +109,7 @@ class TorchBackend(ModelBackend):
             if not path.is_dir():
                 raise BackendError(f"pytorch backend: {what} directory {path} does not exist")
         self.precision = precision
+        self.scan_impl, self.preprocess, self.cuda_graphs, self.attention = scan_impl, preprocess, cuda_graphs, attention
         self._device = dev
         self.device = str(dev)
         self._dtype = PRECISION_DTYPES[precision]
@@ -110,12 +132,24 @@ class TorchBackend(ModelBackend):
         self.rope = self.facts.rope
         self.random_weights = is_synthetic(self.model_dir)
         self.clip_preprocess = self.model.clip_preprocess  # the CLIP directory's preprocessor_config.json
+        if attention != "sdpa":
+            self.model.lm.set_attn_implementation(causal_attention.register())
+        self._graph_pool: object | None = None
+        if cuda_graphs:
+            from runtime.backends.torch_graphs import GraphedCall
+
+            self._graph_pool = torch.cuda.graph_pool_handle()
+            self._image_graph = GraphedCall(self._image_compute, "image encoder", self._graph_pool)
+            self._video_graph = GraphedCall(self._video_compute, "video encoder", self._graph_pool)
         logger.info(
-            "pytorch backend: %s on %s (%s, scan %s)%s",
+            "pytorch backend: %s on %s (%s, scan %s, preprocess %s, attention %s%s)%s",
             self.model_dir,
             dev,
             precision,
             scan_impl,
+            preprocess,
+            attention,
+            ", CUDA graphs" if cuda_graphs else "",
             " [random weights]" if self.random_weights else "",
         )
 
@@ -164,8 +198,42 @@ class TorchBackend(ModelBackend):
             torch.cuda.synchronize(self._device)  # CUDA calls are async; time the work, not the launch
         self._stage_ms[stage] = (time.perf_counter() - start) * 1e3
 
-    def _to_model(self, array: np.ndarray) -> torch.Tensor:
+    def _to_model(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(array, torch.Tensor):  # device-preprocessed pixels: already there
+            return array.to(self._device, self._dtype)
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self._device, self._dtype)
+
+    def upload_frames(self, images: Sequence[np.ndarray]) -> object:
+        """With ``preprocess: device``, the window's uint8 frames as one ``[F, H, W, 3]`` tensor on the device."""
+        if self.preprocess != "device":
+            return super().upload_frames(images)
+        with self._timed("preprocess"):
+            return upload_frames(images, self._device)
+
+    def preprocess_images(self, uploaded: object, positions: Sequence[int]) -> np.ndarray | torch.Tensor:
+        """CLIP-branch pixels of the uploaded frames (on the device with ``preprocess: device``)."""
+        if self.preprocess != "device":
+            return super().preprocess_images(uploaded, positions)
+        with self._timed("preprocess"):
+            frames = uploaded[torch.as_tensor(list(positions), device=self._device)]  # type: ignore[index]
+            return clip_branch_device(frames, self.clip_preprocess)
+
+    def preprocess_video(self, uploaded: object, positions: Sequence[int]) -> np.ndarray | torch.Tensor:
+        """Video-branch pixels of the uploaded frames (on the device with ``preprocess: device``)."""
+        if self.preprocess != "device":
+            return super().preprocess_video(uploaded, positions)
+        with self._timed("preprocess"):
+            frames = uploaded[torch.as_tensor(list(positions), device=self._device)]  # type: ignore[index]
+            return video_branch_device(frames)
+
+    def _image_compute(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CLIP + image ETP + per-frame mean feature, on the device (what the image graph records)."""
+        features = self.model.encode_images(pixels)
+        return features, self.model.project_images(features), features.float().mean(dim=1)
+
+    def _video_compute(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VideoMamba + pooling + video ETP, on the device (what the video graph records)."""
+        return self.model.project_video(self.model.pool_video(self.model.encode_video(pixels)))
 
     @staticmethod
     def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -174,10 +242,10 @@ class TorchBackend(ModelBackend):
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
         """CLIP + image ETP per frame: ``[F,3,224,224]`` -> device tensors ``[F,196,768]`` and ``[F,144,H]``."""
         _check_pixels("encode_images", context_pixels, None)
-        with self._timed("image_encoder"):
-            features = self.model.encode_images(self._to_model(context_pixels))
-            tokens = self.model.project_images(features)
-            clip_mean = self._to_numpy(features.float().mean(dim=1))
+        with self._timed("image_encoder"), torch.no_grad():
+            compute = self._image_graph if self.cuda_graphs else self._image_compute
+            features, tokens, mean = compute(self._to_model(context_pixels))
+            clip_mean = self._to_numpy(mean)
         return ImageFeatures(clip_features=features, image_tokens=tokens, clip_mean=clip_mean)
 
     def select_frames(self, clip_features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -190,9 +258,9 @@ class TorchBackend(ModelBackend):
     def encode_video(self, video_pixels: np.ndarray) -> torch.Tensor:
         """VideoMamba + pooling + video ETP on the 8 selected frames -> device tensor ``[2,49,H]``."""
         _check_pixels("encode_video", video_pixels, self.facts.selected_frames)
-        with self._timed("video_encoder"):
-            tokens = self.model.encode_video(self._to_model(video_pixels))
-            projected = self.model.project_video(self.model.pool_video(tokens))
+        with self._timed("video_encoder"), torch.no_grad():
+            compute = self._video_graph if self.cuda_graphs else self._video_compute
+            projected = compute(self._to_model(video_pixels))
         return projected
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
@@ -227,10 +295,25 @@ class TorchBackend(ModelBackend):
         positions = kv.new_positions(embeds.shape[1])
         if kv.length + embeds.shape[1] > kv.capacity:
             raise BackendError(f"decode: {kv.length} + {embeds.shape[1]} positions exceed the KV capacity {kv.capacity}")
-        with self._timed("decoder"):
-            logits = self.model.forward_cached(embeds, kv.cache, torch.from_numpy(positions).to(self._device))
+        with self._timed("decoder"), torch.no_grad():
+            if self.cuda_graphs and embeds.shape[1] == 1:
+                logits = self._decode_graph(kv)(embeds, positions[0])
+                kv.cache.set_length(kv.length + 1)  # the graph wrote the slot; the Python length follows
+            else:
+                logits = self.model.forward_cached(embeds, kv.cache, torch.from_numpy(positions).to(self._device))
         kv.record_append(positions)
         return self._to_numpy(logits[0])
+
+    def _decode_graph(self, kv: TorchCacheKV) -> object:
+        """The cache's graphed decode step (captured on its first single-position call)."""
+        if kv.decode_graph is None:
+            from runtime.backends.torch_graphs import GraphedDecodeStep
+
+            kv.decode_graph = GraphedDecodeStep(
+                lambda e, p, m, c: self.model.forward_cached(e, c, p, attention_mask=m),
+                kv, self.hidden_size, self._dtype, self._graph_pool,
+            )
+        return kv.decode_graph
 
     def stack(self, arrays: Sequence[torch.Tensor]) -> torch.Tensor:
         """Stacks per-frame device tensors."""
@@ -249,10 +332,35 @@ class TorchBackend(ModelBackend):
         self.__dict__.pop("model", None)
 
 
-def _check_pixels(stage: str, pixels: np.ndarray, frames: int | None) -> None:
-    if pixels.ndim != 4 or pixels.shape[1:] != (3, 224, 224) or (frames is not None and pixels.shape[0] != frames):
+def _check_pixels(stage: str, pixels: np.ndarray | torch.Tensor, frames: int | None) -> None:
+    shape = tuple(pixels.shape)
+    if len(shape) != 4 or shape[1:] != (3, 224, 224) or (frames is not None and shape[0] != frames):
         want = f"[{frames if frames is not None else 'F'}, 3, 224, 224]"
-        raise BackendError(f"{stage}: pixels have shape {pixels.shape}, expected {want}")
+        raise BackendError(f"{stage}: pixels have shape {shape}, expected {want}")
+
+
+def _check_fast_path(dev: torch.device, scan_impl: str, preprocess: str, cuda_graphs: bool, attention: str) -> None:
+    """Validates the fast-path settings for ``dev`` (each error names the setting and what it needs).
+
+    Raises:
+        BackendError: For an unknown name, a CUDA-only setting on another device, or a missing package.
+    """
+    for key, value, names in (("scan_impl", scan_impl, SCAN_IMPL_NAMES), ("preprocess", preprocess, PREPROCESS_NAMES),
+                              ("attention", attention, ATTENTION_NAMES)):
+        if value not in names:
+            raise BackendError(f"pytorch backend: {key} {value!r} is not one of {'|'.join(names)}")
+    if cuda_graphs and dev.type != "cuda":
+        raise BackendError(f"pytorch backend: cuda_graphs needs a CUDA device, got device {str(dev)!r}")
+    try:
+        get_scan_impl(scan_impl)
+    except ValueError as exc:  # the package the name needs is missing
+        raise BackendError(f"pytorch backend: {exc}") from exc
+    if scan_impl == "triton" and dev.type != "cuda":
+        if not interpreter_enabled():
+            raise BackendError(
+                f"pytorch backend: scan_impl 'triton' needs a CUDA device, got device {str(dev)!r} (use chunked on a "
+                "CPU; TRITON_INTERPRET=1 runs Triton's interpreter, for tests)"
+            )
 
 
 def manifest_checkpoint_dirs(manifest: Manifest) -> tuple[Path, Path]:

@@ -77,5 +77,5 @@ def gpu_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path)
     """``benchmarks.gpu`` in its CPU smoke mode on the tiny preset."""
     from benchmarks import gpu
 
-    return _run(gpu.main, ["--device", "cpu", "--preset", "tiny", "--quick",
+    return _run(gpu.main, ["--device", "cpu", "--preset", "tiny", "--quick", "--no-fast-path",
                            "--checkpoint-dir", str(tiny_checkpoint_dir)], tmp_path_factory.mktemp("gpu"), "gpu.json")

@@ -59,3 +59,34 @@ def test_checkpoint_without_vocabulary_gets_the_carried_tokenizer(
     model_dir, _ = gpu.checkpoint_with_tokenizer("tiny", tmp_path / "ck", tiny_checkpoint[0])
     assert (model_dir / "tokenizer.json").read_bytes() == (tiny_checkpoint[0] / "tokenizer.json").read_bytes()
     assert (model_dir / "generation_config.json").is_file()
+
+
+def test_fast_path_ladder_skips_cuda_rungs_off_cuda() -> None:
+    """Off CUDA the Triton and CUDA-graph rungs are skipped with the reason and later rungs do not carry their
+    setting; on CUDA every rung runs and the last has every fast-path setting."""
+    from benchmarks.gpu_fastpath import ladder_options
+
+    cpu = {name: (options, reason) for name, options, reason in ladder_options("cpu")}
+    assert cpu["+triton"][1] == "scan_impl needs CUDA" and cpu["+cuda_graphs"][1] == "cuda_graphs needs CUDA"
+    assert cpu["fast"] == ({"preprocess": "device", "attention": "sdpa_causal"}, "")
+    cuda = ladder_options("cuda")
+    assert not any(reason for _, _, reason in cuda)
+    assert cuda[-1][1] == {"scan_impl": "triton", "preprocess": "device", "cuda_graphs": True,
+                           "attention": "sdpa_causal"}
+
+
+def test_fast_path_goals_report_met_or_gap() -> None:
+    """Each goal is judged from the session run: the window p95 and TTFT against their ceilings, tokens/s and the
+    stage cosine against their floors, with the gap when missed."""
+    from benchmarks.gpu_fastpath import goal_rows, goals_markdown
+
+    run = {"stages": {"total": {"p95_ms": 60.0}},
+           "feedback": {"ttft": {"p50_ms": 40.0}, "tokens_per_s": {"p50": 300.0}}}
+    numerics = {"min_cosine": {"image_tokens": 0.9995, "logits": 0.9999}, "action_top1_identical": True}
+    goals = goal_rows({"runs": {"unpaced": run}}, numerics)
+    assert goals["window_p95_ms"]["met"] is False and goals["window_p95_ms"]["gap"] == 10.0
+    assert goals["window_p95_ms"]["stretch_met"] is False
+    assert goals["ttft_p50_ms"]["met"] is True
+    assert goals["tokens_per_s_p50"]["met"] is False and goals["tokens_per_s_p50"]["gap"] == 200.0
+    assert goals["min_stage_cosine"]["met"] is True and goals["action_top1_identical"]["met"] is True
+    assert "not met (gap 10)" in goals_markdown(goals)
