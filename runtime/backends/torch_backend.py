@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from engine_format import FormatError
+from engine_format.generation import load_generation_config
 from engine_format.manifest import Manifest, ManifestError
 from engine_format.tokenizer import Tokenizer
 from engine_format.vocab import IMAGE_TOKEN, ActionTokenIds, load_action_tokens, plan_action_token_ids
-from mobile_videogpt.checkpoint import CheckpointError, load_model
+from mobile_videogpt.checkpoint import CheckpointError, load_model, resolve_checkpoint_dir
 from mobile_videogpt.config import ModelConfigError
 from mobile_videogpt.facts import model_facts
 from mobile_videogpt.synthetic import is_synthetic
@@ -87,6 +88,10 @@ class TorchBackend(ModelBackend):
         for what, path in (("model", self.model_dir), ("CLIP", self.clip_dir)):
             if not path.is_dir():
                 raise BackendError(f"pytorch backend: {what} directory {path} does not exist")
+        try:  # an HF cache repository root resolves to the snapshot refs/main names
+            self.model_dir, self.clip_dir = resolve_checkpoint_dir(self.model_dir), resolve_checkpoint_dir(self.clip_dir)
+        except CheckpointError as exc:
+            raise BackendError(f"pytorch backend: {exc}") from exc
         self.precision = precision
         self._device = dev
         self.device = str(dev)
@@ -98,6 +103,7 @@ class TorchBackend(ModelBackend):
                 self.model_dir, self.clip_dir, self._dtype, dev, scan_impl=scan_impl, extend_vocab=True
             )
             recorded = load_action_tokens(self.model_dir)
+            self.generation = load_generation_config(self.model_dir)
         except (CheckpointError, ModelConfigError, FormatError, OSError) as exc:
             raise BackendError(f"pytorch backend: cannot load {self.model_dir} + {self.clip_dir}: {exc}") from exc
         # A checkpoint without action_tokens.json got the rows appended by load_model: the last three.
