@@ -80,13 +80,13 @@ def component_table(tensors: dict[str, TensorInfo], components: tuple[tuple[str,
                 break
         else:
             other.append(info)
-    lines = [f"    {'component':<26}{'tensors':>8}{'params':>12}  dtypes"]
+    lines = [f"    {'component':<32}{'tensors':>8}{'params':>12}  dtypes"]
     for name, infos in [*groups.items(), ("other", other)]:
         if not infos:
             continue
         layers = {m.group(1) for i in infos if (m := _LAYER.search(i.name))}
         label = f"{name} ({len(layers)} layer{'s' if len(layers) > 1 else ''})" if layers else name
-        lines.append(f"    {label:<26}{len(infos):>8}{_params(sum(i.numel for i in infos)):>12}  {_dtypes(infos)}")
+        lines.append(f"    {label:<32}{len(infos):>8}{_params(sum(i.numel for i in infos)):>12}  {_dtypes(infos)}")
     return lines
 
 
