@@ -50,7 +50,6 @@ FORMAT_VERSION = 2
 TOKENIZER_DIR = "tokenizer"
 _FINGERPRINT_FILES = (
     "config.json",
-    "generation_config.json",
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
     "preprocessor_config.json",
@@ -84,7 +83,9 @@ def checkpoint_fingerprint(model_dir: Path, clip_dir: Path) -> dict[str, Any]:
     """Identifies a checkpoint pair cheaply: sha256 over config files, weight-file headers and file sizes.
 
     Safetensors files contribute their header (names, dtypes, shapes, offsets), ``pytorch_model*.bin`` files their
-    zip central directory (names and CRC-32s); both are read without the tensor data.
+    zip central directory (names and CRC-32s); both are read without the tensor data. ``generation_config.json`` is
+    left out: its content is recorded in the manifest's ``generation`` section itself (and engines exported before
+    that section keep their fingerprint).
 
     Returns:
         ``{"sha256": hex, "files": [{"path", "bytes"}]}`` (paths prefixed ``model/`` or ``clip/``).
