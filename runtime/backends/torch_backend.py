@@ -103,7 +103,7 @@ class TorchBackend(ModelBackend):
                 self.model_dir, self.clip_dir, self._dtype, dev, scan_impl=scan_impl, extend_vocab=True
             )
             recorded = load_action_tokens(self.model_dir)
-            self.generation = load_generation_config(self.model_dir)
+            self.generation = load_generation_config(self.model_dir, log=False)  # the session logs its notes once
         except (CheckpointError, ModelConfigError, FormatError, OSError) as exc:
             raise BackendError(f"pytorch backend: cannot load {self.model_dir} + {self.clip_dir}: {exc}") from exc
         # A checkpoint without action_tokens.json got the rows appended by load_model: the last three.
