@@ -187,7 +187,7 @@ def resolve_generation(
     else:
         stop, sources["stop"] = _stop_ids(tokenizer, DEFAULT_STOP_TOKENS, "default stop tokens"), "default"
     settings = GenerationSettings(budget, frozenset(stop), float(penalty), sources)
-    for note in checkpoint.notes():
-        logger.info("checkpoint %s: %s", checkpoint.source, note)
+    if checkpoint.source is not None:
+        checkpoint.log_notes(f"checkpoint {checkpoint.source}")  # ignored fields at INFO, unsupported ones as a warning
     logger.info("feedback generation: %s", settings.describe())
     return settings
