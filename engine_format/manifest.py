@@ -9,6 +9,9 @@ validates the whole file once into typed records. Keys (:data:`FORMAT_VERSION` 2
     libraries       versions of the libraries that shaped the files
     export          opset, exporter, scan_impl, attention, fp16_policy (informational)
     model           ModelFacts (geometry, RoPE inverse frequencies, eos ids)
+    generation      the checkpoint's generation_config.json as greedy decoding uses it (CheckpointGeneration:
+                    source, eos_token_ids, repetition_penalty, max_new_tokens, ignored, unsupported); optional on
+                    load (engines exported before it read as "no generation config")
     clip_preprocess the checkpoint's CLIP preprocessing values (ClipPreprocessConfig)
     action_tokens   {"<next>": id, "<feedback>": id, "<correct>": id}
     prompt          {"instruction": text, "ids": StreamingPromptIds} with the default coaching instruction
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine_format import FormatError
+from engine_format.generation import CheckpointGeneration
 from engine_format.geometry import ModelFacts
 from engine_format.io import GRAPH_NAMES, PRECISIONS, TensorSpec
 from engine_format.preprocess import ClipPreprocessConfig
@@ -47,6 +51,7 @@ TOKENIZER_DIR = "tokenizer"
 _FINGERPRINT_FILES = (
     "config.json",
     "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
     "preprocessor_config.json",
     "action_tokens.json",
 )
@@ -67,8 +72,20 @@ def _safetensors_header(path: Path) -> bytes:
         return prefix + f.read(length)
 
 
+def _zip_tail(path: Path, size: int) -> bytes:
+    """The last 64 KiB of a ``pytorch_model*.bin`` zip: its central directory holds every record's CRC-32."""
+    with path.open("rb") as f:
+        f.seek(max(0, size - 65536))
+        return f.read()
+
+
 def checkpoint_fingerprint(model_dir: Path, clip_dir: Path) -> dict[str, Any]:
-    """Identifies a checkpoint pair cheaply: sha256 over config files, safetensors headers and file sizes.
+    """Identifies a checkpoint pair cheaply: sha256 over config files, weight-file headers and file sizes.
+
+    Safetensors files contribute their header (names, dtypes, shapes, offsets), ``pytorch_model*.bin`` files their
+    zip central directory (names and CRC-32s); both are read without the tensor data. ``generation_config.json`` is
+    left out: its content is recorded in the manifest's ``generation`` section itself (and engines exported before
+    that section keep their fingerprint).
 
     Returns:
         ``{"sha256": hex, "files": [{"path", "bytes"}]}`` (paths prefixed ``model/`` or ``clip/``).
@@ -76,13 +93,18 @@ def checkpoint_fingerprint(model_dir: Path, clip_dir: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     files: list[dict[str, Any]] = []
     for label, directory in (("model", Path(model_dir)), ("clip", Path(clip_dir))):
-        names = sorted(p.name for p in directory.glob("*.safetensors")) + [
-            n for n in _FINGERPRINT_FILES if (directory / n).is_file()
-        ]
+        names = sorted(p.name for p in directory.glob("*.safetensors")) + sorted(
+            p.name for p in directory.glob("pytorch_model*.bin")
+        ) + [n for n in _FINGERPRINT_FILES if (directory / n).is_file()]
         for name in names:
             path = directory / name
             size = path.stat().st_size
-            content = _safetensors_header(path) if name.endswith(".safetensors") else path.read_bytes()
+            if name.endswith(".safetensors"):
+                content = _safetensors_header(path)
+            elif name.endswith(".bin"):
+                content = _zip_tail(path, size)
+            else:
+                content = path.read_bytes()
             digest.update(f"{label}/{name}:{size}:".encode())
             digest.update(content)
             files.append({"path": f"{label}/{name}", "bytes": size})
@@ -187,6 +209,7 @@ class Manifest:
         action_token_ids: The action-token ids.
         prompt_ids: The streaming prompt ids built with :attr:`prompt_instruction`.
         prompt_instruction: The coaching instruction those ids were built with.
+        generation: The checkpoint's generation config (empty when the manifest predates the section).
     """
 
     root: Path
@@ -196,6 +219,7 @@ class Manifest:
     action_token_ids: ActionTokenIds
     prompt_ids: StreamingPromptIds
     prompt_instruction: str
+    generation: CheckpointGeneration = CheckpointGeneration()
 
     @classmethod
     def load(cls, root: Path | str) -> Manifest:
@@ -242,6 +266,11 @@ class Manifest:
             actions = ActionTokenIds.from_dict(data["action_tokens"], f"{where} action_tokens")
             prompt = _require(data, "prompt", where)
             prompt_ids = StreamingPromptIds.from_dict(_require(prompt, "ids", f"{where} prompt"), f"{where} prompt.ids")
+            generation = (
+                CheckpointGeneration.from_dict(data["generation"], f"{where} generation")
+                if "generation" in data
+                else CheckpointGeneration()
+            )
         except FormatError as exc:
             raise ManifestError(str(exc)) from exc
         instruction = _require(prompt, "instruction", f"{where} prompt")
@@ -252,7 +281,7 @@ class Manifest:
         precisions = data["precisions"]
         if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
             raise ManifestError(f"{where}: precisions {precisions!r} must be a non-empty subset of {PRECISIONS}")
-        manifest = cls(Path(root).resolve(), data, model, clip, actions, prompt_ids, instruction)
+        manifest = cls(Path(root).resolve(), data, model, clip, actions, prompt_ids, instruction, generation)
         for precision in precisions:
             for graph in GRAPH_NAMES:
                 manifest.graph(precision, graph, check_file=check_files)

@@ -9,7 +9,9 @@ Usage::
 Output: ``<out>/<name>/`` with ``manifest.json``, ``tokenizer/`` (tokenizer files extended with ``<image>`` and the
 action tokens, plus ``action_tokens.json``), ``onnx/<precision>/<graph>.onnx`` (+ ``.onnx.data``, ``.json``) and, with
 ``--tensorrt``, ``tensorrt/<precision>/<graph>.plan`` (+ ``.json``, ``timing.cache``). The action tokens are added to
-the model (vocabulary extension with mean-initialised, tied rows) before export; their ids are recorded.
+the model (vocabulary extension with mean-initialised, tied rows) before export; their ids are recorded, and so is
+the checkpoint's ``generation_config.json`` (the manifest's ``generation`` section: stop ids, repetition penalty,
+budget, ignored fields). ``--model``/``--clip`` may be Hugging Face cache paths (resolved to their snapshot).
 
 Exit codes: 0 success, 2 bad arguments or checkpoint (the loader's message is printed), 3 TensorRT unavailable.
 """
@@ -28,6 +30,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from engine_format import FormatError
+from engine_format.generation import load_generation_config
 from engine_format.manifest import (
     FORMAT_VERSION,
     TOKENIZER_DIR,
@@ -40,6 +43,7 @@ from engine_format.prompt import DEFAULT_INSTRUCTION
 from export import graphs
 from export.onnx_export import OPSET, PRECISIONS, ExportedGraph, export_all
 from mobile_videogpt.checkpoint import CheckpointError, load_model
+from mobile_videogpt.checkpoint_files import hf_cache_repo_id, resolve_checkpoint_dir
 from mobile_videogpt.config import ModelConfigError
 from mobile_videogpt.facts import model_facts
 from mobile_videogpt.model import MobileVideoGPT
@@ -120,11 +124,20 @@ def resolve_source(args: argparse.Namespace) -> tuple[Path, Path, str | None, st
         ``(model_dir, clip_dir, preset or None, engines name)``.
     """
     if args.model is not None:
-        name = args.name or (args.model.parent.name if args.model.name == "model" else args.model.name)
-        return args.model, args.clip, None, name
+        name = args.name or _default_name(args.model)
+        # HF cache paths resolve to their snapshot: the files (and the manifest's source) are there.
+        return resolve_checkpoint_dir(args.model), resolve_checkpoint_dir(args.clip), None, name
     preset = args.preset or DEFAULT_PRESET
     model_dir, clip_dir = ensure_synthetic_checkpoint(preset, args.checkpoints / preset)
     return model_dir, clip_dir, preset, args.name or preset
+
+
+def _default_name(model: Path) -> str:
+    """The engines name for a checkpoint path: its folder, the parent of ``model/``, or an HF cache repo's name."""
+    repo = hf_cache_repo_id(model)
+    if repo is not None:
+        return repo.split("/", 1)[1]
+    return model.parent.name if model.name == "model" else model.name
 
 
 def prepare_tokenizer(model_dir: Path, action_ids: ActionTokenIds, out: Path) -> PreTrainedTokenizerFast:
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if (root / stale).is_dir():
                 shutil.rmtree(root / stale)
         tokenizer = prepare_tokenizer(model_dir, action_ids, root / TOKENIZER_DIR)
+        generation = load_generation_config(model_dir)  # logs the fields greedy decoding ignores, once
     except (CheckpointError, ModelConfigError, FormatError, ValueError, OSError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -253,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_facts(
             model, model_dir, len(tokenizer), int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         ).as_dict(),
+        "generation": generation.as_dict(),
         "clip_preprocess": model.clip_preprocess.as_dict(),
         "action_tokens": action_ids.as_dict(),
         "prompt": {

@@ -138,13 +138,22 @@ class MobileVideoGPTConfig:
                 f"num_chunks ({p.num_chunks}) x top_k ({p.top_k}) must equal VideoMamba's {self.videomamba.num_frames}"
                 " temporal positions"
             )
-        if self.clip.image_size != p.image_size or self.clip.patch_size != self.videomamba.patch_size:
+        self.check_clip(self.clip, p.image_size, self.videomamba.patch_size)
+
+    @staticmethod
+    def check_clip(clip: CLIPVisionConfig, image_size: int = 224, patch_size: int = 16) -> None:
+        """Checks that a CLIP vision config is the ViT-B/16 geometry the pipeline needs (224 px, patch 16, 768 wide).
+
+        Raises:
+            ModelConfigError: Naming the value that differs.
+        """
+        if clip.image_size != image_size or clip.patch_size != patch_size:
             raise ModelConfigError(
-                f"CLIP geometry image_size={self.clip.image_size}, patch_size={self.clip.patch_size} is not the"
-                f" 224/16 this model needs"
+                f"CLIP geometry image_size={clip.image_size}, patch_size={clip.patch_size} is not the"
+                f" {image_size}/{patch_size} this model needs"
             )
-        if self.clip.hidden_size != 768:
-            raise ModelConfigError(f"CLIP hidden_size is {self.clip.hidden_size}; the image projector expects 768")
+        if clip.hidden_size != 768:
+            raise ModelConfigError(f"CLIP hidden_size is {clip.hidden_size}; the image projector expects 768")
 
 
 _REQUIRED_TEXT_FIELDS = (
@@ -214,8 +223,33 @@ def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
     )
 
 
+def clip_vision_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The vision-tower fields of a CLIP ``config.json``: a ``CLIPVisionModel`` config, or a full ``CLIPModel`` one.
+
+    A ``CLIPModel`` config (``openai/clip-vit-base-patch16``) nests them in ``vision_config``; older files also carry
+    ``vision_config_dict``, whose values win (as in transformers' ``CLIPConfig``).
+
+    Args:
+        raw: The parsed config.json.
+        where: The file, for messages.
+
+    Raises:
+        ModelConfigError: If the file is neither layout.
+    """
+    if raw.get("model_type") == "clip" or "vision_config" in raw or "vision_config_dict" in raw:
+        fields = raw.get("vision_config") or {}
+        override = raw.get("vision_config_dict") or {}
+        if not isinstance(fields, dict) or not isinstance(override, dict):
+            raise ModelConfigError(f"CLIP config {where}: vision_config / vision_config_dict must be objects")
+        fields = {**fields, **override}
+        if not fields:
+            raise ModelConfigError(f"CLIP config {where}: a CLIPModel config without a vision_config")
+        return fields
+    return raw
+
+
 def load_clip_config(clip_dir: Path) -> CLIPVisionConfig:
-    """Reads and validates the CLIP vision config of a CLIP directory (HF ``CLIPVisionModel`` layout).
+    """Reads and validates the CLIP vision config of a CLIP directory (``CLIPVisionModel`` or full ``CLIPModel``).
 
     Args:
         clip_dir: Directory with config.json.
@@ -223,32 +257,52 @@ def load_clip_config(clip_dir: Path) -> CLIPVisionConfig:
     Returns:
         The CLIP vision config.
     """
-    raw = _read_json(Path(clip_dir) / "config.json", "CLIP config")
-    if "vision_config" in raw:  # a full CLIPModel config: take its vision part
-        raw = raw["vision_config"]
+    path = Path(clip_dir) / "config.json"
+    raw = clip_vision_fields(_read_json(path, "CLIP config"), str(path))
     if raw.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
-        raise ModelConfigError(f"CLIP config: model_type {raw.get('model_type')!r} is not a CLIP vision model")
-    cfg = CLIPVisionConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+        raise ModelConfigError(f"CLIP config {path}: model_type {raw.get('model_type')!r} is not a CLIP vision model")
+    try:
+        cfg = CLIPVisionConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+    except (TypeError, ValueError) as exc:
+        raise ModelConfigError(f"CLIP config {path}: not a valid CLIP vision config ({exc})") from exc
     cfg._attn_implementation = "sdpa"
     return cfg
 
 
 def load_config(
-    model_dir: Path, clip_dir: Path, videomamba_depth: int | None = None, scan_impl: str = "ref"
+    model_dir: Path,
+    clip_dir: Path | None,
+    videomamba_depth: int | None = None,
+    scan_impl: str = "ref",
+    clip: CLIPVisionConfig | None = None,
 ) -> MobileVideoGPTConfig:
     """Loads the full model configuration from a checkpoint directory and a CLIP directory.
 
     Args:
         model_dir: Checkpoint directory with config.json.
-        clip_dir: CLIP directory with config.json.
+        clip_dir: CLIP directory with config.json (None when ``clip`` is given).
         videomamba_depth: VideoMamba depth when config.json does not say (the loader infers it from tensor names).
         scan_impl: Selective-scan implementation name (a run-time choice, not a checkpoint property).
+        clip: The CLIP vision config itself, instead of reading ``clip_dir`` (header-only checks of a model
+            directory).
 
     Returns:
         The validated configuration.
     """
-    raw = _read_json(Path(model_dir) / "config.json", "checkpoint config")
-    text = text_config_from_dict(raw)
+    path = Path(model_dir) / "config.json"
+    raw = _read_json(path, "checkpoint config")
+    try:
+        text = text_config_from_dict(raw)
+    except ModelConfigError as exc:
+        raise ModelConfigError(f"{path}: {str(exc).removeprefix('config.json: ')}") from exc
+    except (TypeError, ValueError) as exc:  # a field of the wrong type, refused by Qwen2Config
+        raise ModelConfigError(f"{path}: not a valid Qwen2 text config ({exc})") from exc
     depth = raw.get("videomamba_depth", videomamba_depth if videomamba_depth is not None else 32)
-    vm = VideoMambaConfig(depth=int(depth), scan_impl=scan_impl)
-    return MobileVideoGPTConfig(text=text, videomamba=vm, clip=load_clip_config(clip_dir), raw=raw)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ModelConfigError(f"{path}: videomamba_depth = {depth!r}: must be an integer >= 1")
+    vm = VideoMambaConfig(depth=depth, scan_impl=scan_impl)
+    if clip is None:
+        if clip_dir is None:
+            raise ValueError("load_config needs clip_dir or clip")
+        clip = load_clip_config(clip_dir)
+    return MobileVideoGPTConfig(text=text, videomamba=vm, clip=clip, raw=raw)

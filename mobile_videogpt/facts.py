@@ -6,9 +6,9 @@ every backend describes its model through one type (:class:`engine_format.geomet
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from engine_format.generation import load_generation_config
 from engine_format.geometry import GraphGeometry, ModelFacts
 from mobile_videogpt.model import MobileVideoGPT
 
@@ -34,19 +34,22 @@ def geometry(model: MobileVideoGPT) -> GraphGeometry:
     )
 
 
-def stop_token_ids(model_dir: Path, config_eos: int | None) -> list[int]:
+def stop_token_ids(model_dir: Path, config_eos: int | list[int] | None) -> list[int]:
     """Stop ids: ``generation_config.json``'s eos list if shipped, else config.json's eos.
 
     Args:
         model_dir: Checkpoint directory.
         config_eos: eos_token_id from config.json.
+
+    Raises:
+        FormatError: If generation_config.json is invalid (naming the file and field).
     """
-    gen = Path(model_dir) / "generation_config.json"
-    if gen.is_file():
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-        if eos is not None:
-            return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-    return [] if config_eos is None else [int(config_eos)]
+    eos = load_generation_config(model_dir, log=False).eos_token_ids
+    if eos is not None:
+        return list(eos)
+    if config_eos is None:
+        return []
+    return [int(e) for e in (config_eos if isinstance(config_eos, list) else [config_eos])]
 
 
 def model_facts(model: MobileVideoGPT, model_dir: Path, tokenizer_size: int, image_token_id: int) -> ModelFacts:

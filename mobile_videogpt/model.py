@@ -40,6 +40,7 @@ try:  # transformers >= 5.x: skip random init of weights that the checkpoint ove
 except ImportError:  # older 5.x releases keep it in modeling_utils
     from transformers.modeling_utils import no_init_weights
 
+from engine_format.generation import apply_repetition_penalty
 from mobile_videogpt import frame_selection
 from mobile_videogpt.clip_encoder import CLIPImageEncoder
 from mobile_videogpt.config import MobileVideoGPTConfig
@@ -433,18 +434,23 @@ class MobileVideoGPT(nn.Module):
         inputs_embeds: torch.Tensor,
         max_new_tokens: int,
         eos_token_ids: Sequence[int] = (),
+        repetition_penalty: float = 1.0,
     ) -> tuple[list[int], torch.Tensor]:
         """Greedy decoding with a preallocated KV cache (HF ``generate`` with do_sample=False, num_beams=1).
 
-        The reference's one decode loop (the runtime has its own over its backends).
+        The reference's one decode loop (the runtime has its own over its backends). A repetition penalty is HF's
+        ``RepetitionPenaltyLogitsProcessor`` over the generated ids only (the prompt is given as embeddings, so HF's
+        ``input_ids`` start empty), applied before the arg-max by the one shared function
+        (:func:`engine_format.generation.apply_repetition_penalty`).
 
         Args:
             inputs_embeds: Prompt embeddings [N, H] or [1, N, H].
             max_new_tokens: Maximum new tokens.
             eos_token_ids: Ids that stop decoding (included in the output, as HF returns them).
+            repetition_penalty: The checkpoint's ``generation_config.json`` value (1.0: plain arg-max).
 
         Returns:
-            ``(new_ids, step_logits [n, V])``: the logits each id was chosen from.
+            ``(new_ids, step_logits [n, V])``: the raw logits (before the penalty) at each step.
         """
         embeds = inputs_embeds if inputs_embeds.dim() == 3 else inputs_embeds[None]
         cache = self.allocate_cache(embeds.shape[1] + max_new_tokens)
@@ -453,7 +459,10 @@ class MobileVideoGPT(nn.Module):
         step_logits = []
         for _ in range(max_new_tokens):
             logits = self.forward_cached(embeds, cache)[0]
-            token = int(torch.argmax(logits))
+            scores = logits
+            if repetition_penalty != 1.0 and ids:
+                scores = torch.from_numpy(apply_repetition_penalty(logits.cpu().numpy(), ids, repetition_penalty))
+            token = int(torch.argmax(scores))
             ids.append(token)
             step_logits.append(logits)
             if token in stop:

@@ -6,6 +6,11 @@
                 tokenizer files (the real Qwen2.5 tokenizer rebuilt locally; not for tiny-golden), synthetic.json
     DIR/clip/   config.json (CLIPVisionModel), model.safetensors (``vision_model.*``), preprocessor_config.json
 
+Options write the other published layouts (``mobile_videogpt.synthetic_layouts``): ``--dtype BF16|F32``,
+``--shards N``, ``--generation-config qwen-instruct|none``, ``--clip-layout clipmodel`` (the full CLIPModel of
+``openai/clip-vit-base-patch16``), ``--clip-format bin`` (``pytorch_model.bin``) and ``--hf-cache`` (both as Hugging
+Face cache repositories under ``DIR/hub``).
+
 Everything produced from these weights is meaningless and must be labelled "random weights"; ``synthetic.json``
 marks the directory so tools can say so.
 
@@ -29,7 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+
+from mobile_videogpt.synthetic_layouts import (
+    CLIP_FORMATS,
+    CLIP_LAYOUTS,
+    CLIP_REPO,
+    GENERATION_CONFIGS,
+    MODEL_REPO,
+    STORED_DTYPES,
+    LayoutOptions,
+    clip_text_tensors,
+    clipmodel_config_json,
+    generation_config_json,
+    move_into_hf_cache,
+    save_model_weights,
+    save_tensors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -356,46 +376,63 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_synthetic_checkpoint(preset: str, out: Path, with_tokenizer: bool = True) -> tuple[Path, Path]:
+def write_synthetic_checkpoint(
+    preset: str, out: Path, with_tokenizer: bool = True, layout: LayoutOptions | None = None
+) -> tuple[Path, Path]:
     """Writes a random-weight model directory and CLIP directory.
 
     Args:
         preset: One of ``PRESETS``.
-        out: Output directory; ``out/model`` and ``out/clip`` are created.
+        out: Output directory; ``out/model`` and ``out/clip`` are created (with ``layout.hf_cache``, the HF cache
+            repositories ``out/hub/models--synthetic--Mobile-VideoGPT-<preset>`` and
+            ``out/hub/models--openai--clip-vit-base-patch16``).
         with_tokenizer: Write the tokenizer files for presets that have a real vocabulary (False on machines
             without the ``dashscope`` vocabulary file, e.g. a GPU box that only measures numerics).
+        layout: The on-disk layout (default: F16, one file, vision-only CLIP in safetensors).
 
     Returns:
-        ``(model_dir, clip_dir)``.
+        ``(model_dir, clip_dir)``: the directories, or the HF cache repository roots.
 
     Raises:
         ValueError: For an unknown preset.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    layout = layout or LayoutOptions()
     p = PRESETS[preset]
     model_dir, clip_dir = Path(out) / "model", Path(out) / "clip"
     model_dir.mkdir(parents=True, exist_ok=True)
     clip_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*model_dir.glob("model*.safetensors*"), *clip_dir.glob("model.safetensors"),
+                  *clip_dir.glob("pytorch_model.bin"), model_dir / "generation_config.json"]:
+        stale.unlink(missing_ok=True)  # another layout written here before
     logger.info("drawing %s checkpoint tensors (random weights)", preset)
-    save_file(dict(draw_tensors(checkpoint_shapes(p), CHECKPOINT_SEED, p.llm_std)), str(model_dir / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_model_weights(dict(draw_tensors(checkpoint_shapes(p), CHECKPOINT_SEED, p.llm_std)), model_dir, layout)
     _write_json(model_dir / "config.json", model_config_json(p))
-    save_file(dict(draw_tensors(clip_shapes(p), CLIP_SEED, p.llm_std)), str(clip_dir / "model.safetensors"),
-              metadata={"format": "pt"})
-    _write_json(clip_dir / "config.json", clip_config_json(p))
+    clip_tensors = dict(draw_tensors(clip_shapes(p), CLIP_SEED, p.llm_std))
+    clip_config: dict[str, object] = clip_config_json(p)
+    if layout.clip_layout == "clipmodel":
+        clip_tensors |= dict(clip_text_tensors(p.clip_layers))
+        clip_config = clipmodel_config_json(clip_config, p.clip_layers)
+    weights = "pytorch_model.bin" if layout.clip_format == "bin" else "model.safetensors"
+    save_tensors(clip_tensors, clip_dir / weights, layout.dtype)
+    _write_json(clip_dir / "config.json", clip_config)
     _write_json(clip_dir / "preprocessor_config.json", CLIP_PREPROCESSOR)
     if p.tokenizer and with_tokenizer:
         from mobile_videogpt.tokenizer import build_qwen2_tokenizer  # only presets with a real vocabulary need it
 
         build_qwen2_tokenizer(model_dir)
-        _write_json(
-            model_dir / "generation_config.json",
-            {"bos_token_id": p.bos, "eos_token_id": [151645, 151643], "do_sample": False},
-        )
-    marker = {"random_weights": True, "preset": preset, "checkpoint_seed": CHECKPOINT_SEED, "clip_seed": CLIP_SEED}
+    generation = generation_config_json(layout.generation_config, p.bos)
+    if p.tokenizer and generation is not None:  # Qwen stop ids: only for the real vocabulary
+        _write_json(model_dir / "generation_config.json", generation)
+    marker = {"random_weights": True, "preset": preset, "checkpoint_seed": CHECKPOINT_SEED, "clip_seed": CLIP_SEED,
+              "layout": layout.as_dict()}
     for d in (model_dir, clip_dir):
         _write_json(d / SYNTHETIC_MARKER, marker)
+    if layout.hf_cache:
+        hub = Path(out) / "hub"
+        model_dir = move_into_hf_cache(model_dir, hub, MODEL_REPO.format(preset=preset))
+        clip_dir = move_into_hf_cache(clip_dir, hub, CLIP_REPO)
     logger.info("wrote %s and %s", model_dir, clip_dir)
     return model_dir, clip_dir
 
@@ -404,12 +441,16 @@ def is_synthetic(model_dir: Path) -> bool:
     """Whether a model directory was written by this module (its outputs come from random weights).
 
     Args:
-        model_dir: Checkpoint directory.
+        model_dir: Checkpoint directory (an HF cache repository root is looked into: ``refs/main``'s snapshot).
 
     Returns:
         True when the synthetic marker is present.
     """
-    return (Path(model_dir) / SYNTHETIC_MARKER).is_file()
+    model_dir = Path(model_dir)
+    ref = model_dir / "refs" / "main"
+    if ref.is_file():
+        model_dir = model_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
+    return (model_dir / SYNTHETIC_MARKER).is_file()
 
 
 def ensure_synthetic_checkpoint(preset: str, out: Path, with_tokenizer: bool = True) -> tuple[Path, Path]:
@@ -425,8 +466,11 @@ def ensure_synthetic_checkpoint(preset: str, out: Path, with_tokenizer: bool = T
     """
     model_dir, clip_dir = Path(out) / "model", Path(out) / "clip"
     marker = model_dir / SYNTHETIC_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("preset") == preset and (clip_dir / SYNTHETIC_MARKER).is_file():
-        return model_dir, clip_dir
+    if marker.is_file() and (clip_dir / SYNTHETIC_MARKER).is_file():
+        written = json.loads(marker.read_text())
+        # Markers written before layouts existed describe the default layout.
+        if written.get("preset") == preset and written.get("layout", LayoutOptions().as_dict()) == LayoutOptions().as_dict():
+            return model_dir, clip_dir
     return write_synthetic_checkpoint(preset, out, with_tokenizer)
 
 
@@ -442,9 +486,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a random-weight Mobile-VideoGPT checkpoint (official layout).")
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--out", required=True, type=Path, help="output directory (model/ and clip/ are created)")
+    layout = parser.add_argument_group("layout (default: F16, one safetensors file, vision-only CLIP)")
+    layout.add_argument("--dtype", default="F16", choices=STORED_DTYPES, help="stored dtype of every float tensor")
+    layout.add_argument("--shards", type=int, default=1, help="model weight files (> 1: sharded with an index)")
+    layout.add_argument("--generation-config", default="greedy", choices=GENERATION_CONFIGS,
+                        help="greedy: stop ids only; qwen-instruct: Qwen2.5-Instruct's (repetition_penalty 1.1); "
+                        "none: no file")
+    layout.add_argument("--clip-layout", default="vision", choices=CLIP_LAYOUTS,
+                        help="clipmodel: the full CLIPModel of openai/clip-vit-base-patch16 (text tower included)")
+    layout.add_argument("--clip-format", default="safetensors", choices=CLIP_FORMATS,
+                        help="bin: pytorch_model.bin (torch.save) instead of model.safetensors")
+    layout.add_argument("--hf-cache", action="store_true", help="write both as HF cache repositories under OUT/hub")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model_dir, clip_dir = write_synthetic_checkpoint(args.preset, args.out)
+    try:
+        options = LayoutOptions(args.dtype, args.shards, args.generation_config, args.clip_layout, args.clip_format,
+                                args.hf_cache)
+    except ValueError as exc:
+        parser.error(str(exc))
+    model_dir, clip_dir = write_synthetic_checkpoint(args.preset, args.out, layout=options)
     print(f"wrote random-weight checkpoint: model={model_dir} clip={clip_dir}")
     return 0
 

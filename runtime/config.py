@@ -222,15 +222,23 @@ class DecisionConfig:
 class GenerationConfig:
     """Feedback text generation.
 
+    ``max_new_tokens``, ``repetition_penalty`` and ``stop_tokens`` follow one precedence: this key when it is set (not
+    null), else the checkpoint's ``generation_config.json`` (recorded in the engines' manifest), else the default
+    (24 tokens, penalty 1.0, ``<|im_end|>`` and ``<|endoftext|>``); see ``runtime.generation.resolve_generation``.
+
     Attributes:
         instruction: The coaching instruction given to the model.
-        max_new_tokens: Upper bound on generated tokens per feedback.
-        stop_tokens: Generation stops at any of these token strings.
+        max_new_tokens: Upper bound on generated tokens per feedback; null = the checkpoint's ``max_new_tokens``.
+            Set by default: a checkpoint's budget is for free-form answers (the release passes 1024), not one
+            coaching sentence, and the context reserves room for it.
+        repetition_penalty: HF repetition penalty over the generated ids (1.0 = none); null = the checkpoint's.
+        stop_tokens: Generation stops at any of these token strings; null = the checkpoint's stop ids.
     """
 
     instruction: str = DEFAULT_INSTRUCTION
-    max_new_tokens: int = 24
-    stop_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+    max_new_tokens: int | None = 24
+    repetition_penalty: float | None = None
+    stop_tokens: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +369,11 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotated type ``tp`` and convert it."""
+    args = typing.get_args(tp)
+    if type(None) in args:  # ``X | None``: null means "not set here" (see the field's docstring)
+        if value is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)
@@ -482,9 +495,21 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
 
     g = cfg.generation
     _check(bool(g.instruction.strip()), "generation.instruction", g.instruction, "must be a non-empty string")
-    _check(1 <= g.max_new_tokens <= 4096, "generation.max_new_tokens", g.max_new_tokens, "must be in [1, 4096]")
-    for i, tok in enumerate(g.stop_tokens):
-        _check(bool(tok), f"generation.stop_tokens[{i}]", tok, "must be a non-empty string")
+    if g.max_new_tokens is not None:
+        _check(
+            1 <= g.max_new_tokens <= 4096, "generation.max_new_tokens", g.max_new_tokens,
+            "must be in [1, 4096], or null for the checkpoint's",
+        )
+    if g.repetition_penalty is not None:
+        _check(
+            0 < g.repetition_penalty <= 10, "generation.repetition_penalty", g.repetition_penalty,
+            "must be > 0 and <= 10 (1.0 = none), or null for the checkpoint's",
+        )
+    if g.stop_tokens is not None:
+        _check(bool(g.stop_tokens), "generation.stop_tokens", list(g.stop_tokens),
+               "must name at least one token, or be null for the checkpoint's stop ids")
+        for i, tok in enumerate(g.stop_tokens):
+            _check(bool(tok), f"generation.stop_tokens[{i}]", tok, "must be a non-empty string")
 
     b = cfg.backend
     _check(b.name in BACKEND_NAMES, "backend.name", b.name, f"must be one of {', '.join(BACKEND_NAMES)}")

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from engine_format import FormatError
 from engine_format.prompt import StreamingPromptIds, streaming_prompt_ids
 from engine_format.vocab import FEEDBACK
 from runtime.backends.base import Array, ModelBackend
@@ -32,6 +31,7 @@ from runtime.context import DecoderContext
 from runtime.events import Event, WindowDecided, WindowSkipped
 from runtime.feature_cache import FrameFeatureCache
 from runtime.frames import Frame
+from runtime.generation import resolve_generation
 from runtime.policies import FeedbackGate, RepeatFilter, build_policy
 from runtime.stages import (
     DecisionStage,
@@ -65,18 +65,6 @@ class WindowOutcome:
     work: WindowWork
 
 
-def resolve_stop_ids(tokenizer: TokenizerLike, stop_tokens: Sequence[str]) -> list[int]:
-    """Maps ``generation.stop_tokens`` to single token ids.
-
-    Raises:
-        ConfigError: Naming the stop token that is not one token of the tokenizer.
-    """
-    try:
-        return [tokenizer.single_token_id(t, f"generation.stop_tokens[{i}]") for i, t in enumerate(stop_tokens)]
-    except FormatError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
 class StreamSession:
     """The streaming conversation over one backend: stages, decoder context, policy, gate and statistics.
 
@@ -102,7 +90,9 @@ class StreamSession:
         gen = config.generation
         self.action_ids = backend.action_token_ids
         self.prompt: StreamingPromptIds = streaming_prompt_ids(tokenizer.encode, gen.instruction)
-        stop_ids = set(resolve_stop_ids(tokenizer, gen.stop_tokens)) | set(self.action_ids.ids)
+        # Config key if set, else the checkpoint's generation_config.json (via the backend), else the defaults.
+        self.generation = resolve_generation(gen, backend.generation, backend.facts.eos_token_ids, tokenizer)
+        stop_ids = set(self.generation.stop_ids) | set(self.action_ids.ids)
         self.visual_rows = backend.facts.num_visual_tokens
         if config.window.frames_per_window != backend.facts.num_frames:
             raise ConfigError(
@@ -110,7 +100,7 @@ class StreamSession:
                 f"{backend.facts.num_frames} frames per window"
             )
         self.cache: FrameFeatureCache[tuple[Array, Array, np.ndarray]] = FrameFeatureCache(config.cache.max_frames)
-        reserve = 1 + gen.max_new_tokens + len(self.prompt.turn_end_ids)
+        reserve = 1 + self.generation.max_new_tokens + len(self.prompt.turn_end_ids)
         self.context = DecoderContext(backend, self.prompt, config.context, reserve_tokens=reserve, on_event=self._emit)
         self.context.check_fits(self.visual_rows)
         self.gate = FeedbackGate.from_config(config.decision)
@@ -124,7 +114,8 @@ class StreamSession:
             DecisionStage(self.policy, self.gate),
         )
         self.feedback_stage = FeedbackStage(
-            self.context, tokenizer, gen.max_new_tokens, stop_ids, self.action_ids, self.repeats, self._emit
+            self.context, tokenizer, self.generation.max_new_tokens, stop_ids, self.action_ids, self.repeats,
+            self._emit, processors=self.generation.processors(),
         )
         self.stats = RunStats()
         self.last_decision: WindowDecided | None = None

@@ -12,7 +12,8 @@ Each stage reads and fills fields of one :class:`WindowWork` record (nothing els
 5. :class:`DecisionStage`: the policy (model: softmax over the three action logits; or a rule-based policy), then
    the :class:`~runtime.policies.FeedbackGate`.
 6. :class:`FeedbackStage`: on ``<feedback>`` only, greedy generation continuing the same KV context after the
-   ``<feedback>`` token, streamed as ``FeedbackToken`` events.
+   ``<feedback>`` token (with the checkpoint's repetition penalty over the generated ids, when it sets one),
+   streamed as ``FeedbackToken`` events.
 
 The model geometry (frames, chunks, rows per frame) comes from the backend's ``facts``, never from constants here.
 """
@@ -20,7 +21,7 @@ The model geometry (frames, chunks, rows per frame) comes from the backend's ``f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ from runtime.context import DecoderContext
 from runtime.events import Event, FeedbackFinished, FeedbackStarted, FeedbackToken
 from runtime.feature_cache import FrameFeatureCache
 from runtime.frames import Frame
-from runtime.generation import GreedyState, greedy_decode
+from runtime.generation import GreedyState, LogitsProcessor, greedy_decode
 from runtime.policies import ActionDecision, ActionPolicy, FeedbackGate, GateResult, PolicyContext, RepeatFilter, WindowFeatures
 from runtime.windowing import Window
 
@@ -256,6 +257,8 @@ class FeedbackStage:
         action_ids: Ids of the action tokens.
         repeats: Repeat suppression.
         publish: Event sink.
+        processors: Logits processors before each arg-max (``GenerationSettings.processors()``: the repetition
+            penalty over this feedback's generated ids; none = plain arg-max).
     """
 
     def __init__(
@@ -267,9 +270,11 @@ class FeedbackStage:
         action_ids: ActionTokenIds,
         repeats: RepeatFilter,
         publish: Callable[[Event], Any],
+        processors: Sequence[LogitsProcessor] = (),
     ) -> None:
         self.context, self.tokenizer = context, tokenizer
         self.max_new_tokens, self.stop_ids = max_new_tokens, frozenset(stop_ids)
+        self.processors = tuple(processors)
         self.feedback_id = action_ids.id_of(FEEDBACK)
         self.repeats, self.publish = repeats, publish
 
@@ -283,7 +288,8 @@ class FeedbackStage:
         state = GreedyState()
         pieces = 0
         first_at = last_at = start
-        for step, token in enumerate(greedy_decode(logits, self.context.extend, self.max_new_tokens, self.stop_ids, state)):
+        tokens = greedy_decode(logits, self.context.extend, self.max_new_tokens, self.stop_ids, state, self.processors)
+        for step, token in enumerate(tokens):
             last_at = time.perf_counter()
             if step == 0:
                 first_at = last_at

@@ -6,6 +6,7 @@ Pins the peer project's bug (VideoMamba's backward-direction weights silently dr
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def test_missing_safetensors_and_bad_config(tiny_golden_checkpoint: tuple[Path, 
     """A directory without weights, or with a wrong model_type, fails with a message saying so."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"no model.safetensors, model.safetensors.index.json, pytorch_model.bin"):
         load_model(empty, tiny_golden_checkpoint[1])
     bad = tmp_path / "bad"
     shutil.copytree(tiny_golden_checkpoint[0], bad)
@@ -122,3 +123,88 @@ def test_backward_direction_weights_change_video_tokens(golden: Path, tmp_path: 
             layer.mixer.x_proj_b.weight.zero_()
             layer.mixer.conv1d_b.bias.zero_()
     assert float((base.encode_video(clip) - ref).abs().max()) > 1e-2
+
+
+# ------------------------------------------------------------------------------------------------ file-level errors
+def _copy(src: tuple[Path, Path], dst: Path) -> Path:
+    model_dir = dst / "model"
+    shutil.copytree(src[0], model_dir)
+    return model_dir
+
+
+def test_missing_config_json_is_named(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """No config.json: a ModelConfigError naming the file."""
+    model_dir = _copy(tiny_golden_checkpoint, tmp_path)
+    (model_dir / "config.json").unlink()
+    with pytest.raises(ModelConfigError, match=rf"{model_dir / 'config.json'} does not exist"):
+        load_model(model_dir, tiny_golden_checkpoint[1])
+
+
+def test_corrupt_config_json_is_named(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """config.json that is not JSON: the error names the file (a bare JSONDecodeError did not)."""
+    model_dir = _copy(tiny_golden_checkpoint, tmp_path)
+    (model_dir / "config.json").write_text('{"model_type": "MobileVideoGPT_qwen",')
+    with pytest.raises(ModelConfigError, match=rf"{model_dir / 'config.json'} is not valid JSON"):
+        load_model(model_dir, tiny_golden_checkpoint[1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_safetensors_is_named(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path, damage: str) -> None:
+    """A safetensors file cut to half its bytes, or with a garbage header, is one CheckpointError naming it."""
+    model_dir = _copy(tiny_golden_checkpoint, tmp_path)
+    path = model_dir / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage" + data[20:])
+    with pytest.raises(CheckpointError, match=rf"{path} is not a readable safetensors file \(") as info:
+        load_model(model_dir, tiny_golden_checkpoint[1])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_shard_is_named(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """An index naming a shard file that is not there (or an unknown file) fails naming the index and the file."""
+    model_dir = _copy(tiny_golden_checkpoint, tmp_path)
+    keys = list(load_file(str(model_dir / "model.safetensors")))
+    weight_map = {k: "model-00001-of-00002.safetensors" for k in keys}
+    weight_map[keys[0]] = "model-00002-of-00002.safetensors"
+    (model_dir / "model.safetensors").rename(model_dir / "model-00001-of-00002.safetensors")
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=r"index\.json names shard\(s\) that do not exist: \['model-00002-of-00002"):
+        load_model(model_dir, tiny_golden_checkpoint[1])
+
+
+def test_pytorch_bin_that_is_not_weights_only_is_refused(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """A pytorch_model.bin holding arbitrary pickled objects is refused, never executed, naming the file."""
+    clip_dir = tmp_path / "clip"
+    shutil.copytree(tiny_golden_checkpoint[1], clip_dir)
+    (clip_dir / "model.safetensors").unlink()
+    with (clip_dir / "pytorch_model.bin").open("wb") as f:
+        pickle.dump({"vision_model.x": print}, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin is not a weights-only PyTorch checkpoint"):
+        load_model(tiny_golden_checkpoint[0], clip_dir)
+    (clip_dir / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin is corrupt or truncated"):
+        load_model(tiny_golden_checkpoint[0], clip_dir)
+
+
+@pytest.mark.parametrize(("dtype", "name"), [(np.int32, "I32"), (np.bool_, "BOOL"), (np.int8, "I8")])
+def test_integer_bool_and_quantized_dtypes_are_refused_by_name(
+    tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path, dtype: type, name: str
+) -> None:
+    """Float weights stored as int32 (issue 9: it loaded and produced garbage), bool or int8 fail, naming the key."""
+    def cast(t: dict) -> None:
+        t["model.norm.weight"] = t["model.norm.weight"].astype(dtype)
+
+    model_dir = _copy_with(tiny_golden_checkpoint, tmp_path, cast)
+    with pytest.raises(CheckpointError, match=rf"1 tensor\(s\) stored as {name} where floats .* \['model\.norm\.weight'\]"):
+        load_model(model_dir, tiny_golden_checkpoint[1])
+
+
+def test_backend_maps_the_new_loader_errors(tiny_golden_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """The pytorch backend turns a corrupt checkpoint into a BackendError naming the file."""
+    from runtime.backends import BackendError
+    from runtime.backends.torch_backend import TorchBackend
+
+    model_dir = _copy(tiny_golden_checkpoint, tmp_path)
+    (model_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BackendError, match=r"model\.safetensors is not a readable safetensors file"):
+        TorchBackend(model_dir, tiny_golden_checkpoint[1])

@@ -56,3 +56,33 @@ def test_unknown_preset_is_rejected(tmp_path: Path) -> None:
     """A wrong preset name is an error listing the valid ones."""
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         synthetic.write_synthetic_checkpoint("huge", tmp_path)
+
+
+def test_cli_writes_the_published_layouts(tmp_path: Path) -> None:
+    """--shards/--dtype/--clip-layout/--clip-format/--hf-cache write an HF cache with a sharded F32 model and a
+    full-CLIPModel pytorch_model.bin, and the marker records the layout."""
+    code = synthetic.main(["--preset", "tiny-golden", "--out", str(tmp_path), "--shards", "2", "--dtype", "F32",
+                           "--clip-layout", "clipmodel", "--clip-format", "bin", "--hf-cache"])
+    assert code == 0
+    model_repo = tmp_path / "hub" / "models--synthetic--Mobile-VideoGPT-tiny-golden"
+    clip_repo = tmp_path / "hub" / "models--openai--clip-vit-base-patch16"
+    model_snap = model_repo / "snapshots" / (model_repo / "refs" / "main").read_text()
+    clip_snap = clip_repo / "snapshots" / (clip_repo / "refs" / "main").read_text()
+    index = json.loads((model_snap / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert (model_snap / "model-00001-of-00002.safetensors").is_symlink()
+    assert (clip_snap / "pytorch_model.bin").resolve().parent == clip_repo / "blobs"
+    assert not (tmp_path / "model").exists()
+    marker = json.loads((model_snap / synthetic.SYNTHETIC_MARKER).read_text())
+    assert marker["layout"]["shards"] == 2 and marker["layout"]["clip_format"] == "bin"
+    assert synthetic.is_synthetic(model_repo)
+
+
+def test_bad_layout_options_are_rejected() -> None:
+    """An unknown stored dtype or a shard count out of range is a ValueError naming the option."""
+    from mobile_videogpt.synthetic_layouts import LayoutOptions
+
+    with pytest.raises(ValueError, match=r"dtype 'I32': choose one of \['F16', 'BF16', 'F32'\]"):
+        LayoutOptions(dtype="I32")
+    with pytest.raises(ValueError, match=r"shards 0: must be an integer in \[1, 99\]"):
+        LayoutOptions(shards=0)

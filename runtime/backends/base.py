@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine_format import FormatError
+from engine_format.generation import CheckpointGeneration
 from engine_format.geometry import ModelFacts
 from engine_format.io import TensorSpec
 from engine_format.preprocess import ClipPreprocessConfig, clip_branch, video_branch
@@ -133,6 +134,8 @@ class ModelBackend(ABC):
         action_token_ids: Ids of ``<next>``, ``<feedback>``, ``<correct>``.
         random_weights: The model has random weights (its actions and text are meaningless).
         tokenizer_dir: Directory with the model's (extended) ``tokenizer.json``.
+        generation: The checkpoint's ``generation_config.json`` (repetition penalty, stop ids, budget); the
+            session applies it under the streaming config's ``generation.*`` keys. Empty: no file.
     """
 
     name: str
@@ -143,6 +146,7 @@ class ModelBackend(ABC):
     action_token_ids: ActionTokenIds
     random_weights: bool
     tokenizer_dir: Path
+    generation: CheckpointGeneration = CheckpointGeneration()
 
     @property
     def hidden_size(self) -> int:

@@ -176,6 +176,7 @@ class OnnxRuntimeBackend(ModelBackend):
         self.action_token_ids = self.manifest.action_token_ids
         self.random_weights = self.manifest.random_weights
         self.tokenizer_dir = self.manifest.tokenizer_dir
+        self.generation = self.manifest.generation
         self.rope = self.facts.rope
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -231,6 +231,7 @@ class TensorRTBackend(ModelBackend):
         self.action_token_ids = self.manifest.action_token_ids
         self.random_weights = self.manifest.random_weights
         self.tokenizer_dir = self.manifest.tokenizer_dir
+        self.generation = self.manifest.generation
         self.rope = self.facts.rope
         trt_logger = trt.Logger(trt.Logger.WARNING)
         self.engines = {

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from engine_format import FormatError
+from engine_format.generation import load_generation_config
 from engine_format.manifest import Manifest, ManifestError
 from engine_format.tokenizer import Tokenizer
 from engine_format.vocab import IMAGE_TOKEN, ActionTokenIds, load_action_tokens, plan_action_token_ids
 from mobile_videogpt import attention as causal_attention
-from mobile_videogpt.checkpoint import CheckpointError, load_model
+from mobile_videogpt.checkpoint import CheckpointError, load_model, resolve_checkpoint_dir
 from mobile_videogpt.config import ModelConfigError
 from mobile_videogpt.facts import model_facts
 from mobile_videogpt.preprocess_device import clip_branch_device, upload_frames, video_branch_device
@@ -108,6 +109,10 @@ class TorchBackend(ModelBackend):
         for what, path in (("model", self.model_dir), ("CLIP", self.clip_dir)):
             if not path.is_dir():
                 raise BackendError(f"pytorch backend: {what} directory {path} does not exist")
+        try:  # an HF cache repository root resolves to the snapshot refs/main names
+            self.model_dir, self.clip_dir = resolve_checkpoint_dir(self.model_dir), resolve_checkpoint_dir(self.clip_dir)
+        except CheckpointError as exc:
+            raise BackendError(f"pytorch backend: {exc}") from exc
         self.precision = precision
         self.scan_impl, self.preprocess, self.cuda_graphs, self.attention = scan_impl, preprocess, cuda_graphs, attention
         self._device = dev
@@ -120,6 +125,7 @@ class TorchBackend(ModelBackend):
                 self.model_dir, self.clip_dir, self._dtype, dev, scan_impl=scan_impl, extend_vocab=True
             )
             recorded = load_action_tokens(self.model_dir)
+            self.generation = load_generation_config(self.model_dir, log=False)  # the session logs its notes once
         except (CheckpointError, ModelConfigError, FormatError, OSError) as exc:
             raise BackendError(f"pytorch backend: cannot load {self.model_dir} + {self.clip_dir}: {exc}") from exc
         # A checkpoint without action_tokens.json got the rows appended by load_model: the last three.

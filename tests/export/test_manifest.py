@@ -114,3 +114,24 @@ def test_onnxruntime_backend_reports_missing_precision_and_fallback(exported_tin
         OnnxRuntimeBackend(exported_tiny, precision="fp32", provider="CUDAExecutionProvider")
     with pytest.raises(BackendError, match=r"manifest\.json does not exist"):
         OnnxRuntimeBackend(tmp_path / "nowhere")
+
+
+def test_manifest_records_the_checkpoint_generation_config(exported_tiny: Path, tmp_path: Path) -> None:
+    """The tiny checkpoint's generation_config.json (stop ids, greedy) is the manifest's generation section, the
+    ONNX Runtime backend exposes it, and a manifest written before the section existed reads as "no file"."""
+    from engine_format.generation import CheckpointGeneration
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    manifest = Manifest.load(exported_tiny)
+    assert manifest.data["generation"] == {
+        "source": "generation_config.json", "eos_token_ids": [151645, 151643], "repetition_penalty": None,
+        "max_new_tokens": None, "ignored": {}, "unsupported": {},
+    }
+    with OnnxRuntimeBackend(exported_tiny, precision="fp32") as backend:
+        assert backend.generation == manifest.generation
+    data = json.loads((exported_tiny / "manifest.json").read_text())
+    older = {k: v for k, v in data.items() if k != "generation"}
+    assert Manifest.from_data(tmp_path, older, check_files=False).generation == CheckpointGeneration()
+    bad = {**data, "generation": {**data["generation"], "repetition_penalty": -1}}
+    with pytest.raises(ManifestError, match=r"generation\.repetition_penalty = -1: must be a finite number > 0"):
+        Manifest.from_data(tmp_path, bad, check_files=False)

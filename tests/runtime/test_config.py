@@ -21,7 +21,8 @@ def test_repo_config_matches_defaults() -> None:
     assert cfg == StreamingConfig()
     assert (cfg.window.window_s, cfg.window.overlap_s, cfg.window.frames_per_window) == (2.0, 0.5, 16)
     assert cfg.policy.name == "every_n" and cfg.backend.name == "onnxruntime"
-    assert cfg.generation.stop_tokens == ("<|im_end|>", "<|endoftext|>")
+    # Unset (null): the checkpoint's stop ids and penalty apply (runtime.generation.resolve_generation).
+    assert cfg.generation.stop_tokens is None and cfg.generation.repetition_penalty is None
 
 
 def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
