@@ -8,7 +8,7 @@ CLIP ?=
 NAME ?=
 PRESET ?= tiny
 
-.PHONY: setup test demo export export-0.5b parity conformance bench bench-gpu gpu-check gpu-carry gpu-run clean
+.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-gpu gpu-check gpu-carry gpu-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# Only the Qwen2.5 vocabulary file is used from dashscope; its dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps dashscope
+	# Spoken feedback (espeak-ng) and the pictures' font (DejaVu Sans) come from Debian, installed where we are root
+	# with apt; elsewhere the speech tests skip with the reason and the pictures fall back to Pillow's font.
+	@need=""; command -v espeak-ng >/dev/null 2>&1 || need="espeak-ng"; \
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || need="$$need fonts-dejavu-core"; \
+	if [ -n "$$need" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq $$need; \
+	elif [ -n "$$need" ]; then echo "not installed (needs root and apt):$$need"; fi
 	# The ffmpeg tool makes the test videos (PyAV bundles its own libraries; nothing at run time needs the tool).
 	@if ! command -v ffmpeg >/dev/null; then \
 		if command -v apt-get >/dev/null && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
@@ -36,8 +43,16 @@ test: $(STAMP)
 engines/tiny/manifest.json: $(STAMP)
 	$(BIN)/python -m export --preset tiny
 
+# Writes artifacts/demo/{annotated.mp4,timeline.png,events.jsonl,summary.json}; e.g. make demo DEMO_ARGS=--speak
+DEMO_ARGS ?=
 demo: $(STAMP) engines/tiny/manifest.json
-	$(BIN)/python -m runtime.demo
+	$(BIN)/python -m runtime.demo $(DEMO_ARGS)
+
+# A window for `python -m runtime.webcam --source 0`: swap the headless OpenCV build for the GUI one (both install the
+# same cv2 package, so one replaces the other; re-running the set-up brings the headless build back). docs/demo.md
+gui: $(STAMP)
+	$(BIN)/python -m pip uninstall -y -q opencv-python-headless
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps "opencv-python>=4.9"
 
 export: $(STAMP)
 ifneq ($(MODEL),)

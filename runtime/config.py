@@ -36,6 +36,9 @@ PRECISIONS = ("fp32", "fp16")
 SCAN_IMPL_NAMES = ("chunked", "ref", "triton")
 PREPROCESS_NAMES = ("cpu", "device")
 ATTENTION_NAMES = ("sdpa", "sdpa_causal")
+TERMINAL_MODES = ("lines", "jsonl", "quiet")
+SPEECH_ENGINES = ("espeak-ng",)
+SPEECH_PLAYERS = ("auto", "alsa", "pulse", "none")
 
 
 class ConfigError(ValueError):
@@ -273,6 +276,60 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """What a run shows and writes (see docs/demo.md).
+
+    Attributes:
+        terminal: ``lines`` (one readable line per decision, feedback and skip, then the summary), ``jsonl`` (one
+            JSON event per line on stdout and the JSON summary on stderr, for scripts) or ``quiet``.
+        events_file: Also write every event as JSONL to this file (``""``: none).
+        dir: Write the run's artifacts here: ``events.jsonl``, ``summary.json``, ``timeline.png`` and, for file and
+            synthetic sources, ``annotated.mp4`` (``""``: none).
+        annotated_video: Write ``annotated.mp4`` into ``dir`` (file and synthetic sources only).
+        timeline: Write ``timeline.png`` into ``dir``.
+        video_height: Frame height of the annotated video and the live window in pixels (frames are scaled).
+        font: A TrueType/OpenType file for the text of the pictures (``""``: DejaVu Sans when installed, else
+            Pillow's bundled Latin font); set a CJK font for Chinese or Japanese feedback.
+    """
+
+    terminal: str = "lines"
+    events_file: str = ""
+    dir: str = ""
+    annotated_video: bool = True
+    timeline: bool = True
+    video_height: int = 720
+    font: str = ""
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """Spoken feedback through an offline text-to-speech engine (see docs/demo.md).
+
+    Attributes:
+        enabled: Speak every shown (not suppressed) feedback.
+        engine: The engine; ``espeak-ng`` (the Debian package of that name).
+        voice: An engine voice (``espeak-ng --voices`` lists them).
+        rate_wpm: Speaking rate in words per minute.
+        volume: Amplitude, 0-200 (100 is the engine's default).
+        player: ``auto`` (``pulse`` when a PulseAudio/PipeWire server is there, else ``alsa`` when ALSA lists a
+            sound card, else none), ``alsa`` (``aplay``), ``pulse`` (``pacat``) or ``none`` (synthesise and time
+            only).
+        wav_dir: Keep every utterance as a WAV file here (``""``: none).
+        max_pending: Utterances that may wait while one is spoken; a newer feedback replaces the oldest waiting one
+            (reported as superseded): stale advice is worse than none.
+    """
+
+    enabled: bool = False
+    engine: str = "espeak-ng"
+    voice: str = "en-us"
+    rate_wpm: int = 165
+    volume: int = 100
+    player: str = "auto"
+    wav_dir: str = ""
+    max_pending: int = 1
+
+
+@dataclass(frozen=True)
 class StreamingConfig:
     """Every streaming parameter, grouped by section."""
 
@@ -285,6 +342,8 @@ class StreamingConfig:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), suitable for YAML/JSON."""
@@ -482,7 +541,20 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
                f"{getattr(defaults, key)!r}")
     _check(not b.cuda_graphs or b.device.startswith("cuda"), "backend.cuda_graphs", b.cuda_graphs,
            f"needs backend.device cuda (got {b.device}): CUDA graphs exist only on NVIDIA GPUs")
+    _validate_output(cfg.output, cfg.speech)
     return cfg
+
+
+def _validate_output(o: OutputConfig, s: SpeechConfig) -> None:
+    _check(o.terminal in TERMINAL_MODES, "output.terminal", o.terminal, f"must be one of {', '.join(TERMINAL_MODES)}")
+    _check(240 <= o.video_height <= 2160, "output.video_height", o.video_height, "must be in [240, 2160]")
+    _check(s.engine in SPEECH_ENGINES, "speech.engine", s.engine, f"must be one of {', '.join(SPEECH_ENGINES)}")
+    _check(re.fullmatch(r"[A-Za-z0-9_+\-]+", s.voice) is not None, "speech.voice", s.voice,
+           "must be a voice name such as en-us (letters, digits, _ + -)")
+    _check(80 <= s.rate_wpm <= 450, "speech.rate_wpm", s.rate_wpm, "must be in [80, 450]")
+    _check(0 <= s.volume <= 200, "speech.volume", s.volume, "must be in [0, 200]")
+    _check(s.player in SPEECH_PLAYERS, "speech.player", s.player, f"must be one of {', '.join(SPEECH_PLAYERS)}")
+    _check(1 <= s.max_pending <= 16, "speech.max_pending", s.max_pending, "must be in [1, 16]")
 
 
 def _validate_camera(cam: CameraConfig) -> None:

@@ -3,10 +3,13 @@
 1. Checks that the configured engines exist (``backend.engines_dir``, default ``engines/tiny``; ``make demo`` runs
    ``python -m export`` for them first: the runtime never runs the exporter itself).
 2. Writes the synthetic exercise video (16 s) to ``artifacts/sample.mp4`` if it is missing.
-3. Streams it headless, in real time, through the configured backend (default ``onnxruntime``): JSONL events on
-   stdout, the run summary on stderr (labelled random weights).
+3. Streams it headless, in real time, through the configured backend (default ``onnxruntime``), printing one
+   readable line per decision and feedback, and writes ``artifacts/demo/``: ``annotated.mp4`` (the video with the
+   coach's overlay burned in), ``timeline.png`` (the whole run in one picture), ``events.jsonl`` and
+   ``summary.json``. With a synthetic checkpoint both pictures say RANDOM WEIGHTS.
 
-No camera, GPU or network is needed. Extra arguments are passed to ``runtime.webcam`` (e.g. ``--set k=v``).
+No camera, GPU or network is needed. Extra arguments are passed to ``runtime.webcam``: ``--speak`` speaks each
+feedback (espeak-ng), ``--jsonl`` prints JSON events instead of lines, ``--set k=v`` overrides a config key.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ from runtime import webcam
 from runtime.config import ConfigError, apply_overrides, load_config
 from runtime.sources import write_sample_video
 
-logger = logging.getLogger(__name__)
 
 SAMPLE_VIDEO = Path("artifacts/sample.mp4")
+OUT_DIR = Path("artifacts/demo")
 # Two 8 s exercise cycles: long enough for the default every-4th-window policy to speak at least once on 2 CPUs.
 SAMPLE_DURATION_S = 16.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (those of ``runtime.webcam``)."""
     parser = argparse.ArgumentParser(prog="python -m runtime.demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", type=Path, default=None, help="streaming config YAML (default streaming_config.yaml)"
@@ -38,8 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, default=SAMPLE_VIDEO, help="video to stream (written if missing)")
     parser.add_argument("--engines", default=None, help="engines directory (default: config backend.engines_dir)")
     parser.add_argument("--backend", default=None, help="pytorch | onnxruntime | tensorrt (default: config)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where the run's files go (default {OUT_DIR})")
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The readable lines are the demo's output; the library's INFO log only with --log-level INFO.
+    level = next((a.split("=", 1)[1] for a in extra if a.startswith("--log-level=")), None)
+    if "--log-level" in extra and extra.index("--log-level") + 1 < len(extra):
+        level = extra[extra.index("--log-level") + 1]
+    logging.basicConfig(level=level or "WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         overrides = {k: v for k, v in (("backend.engines_dir", args.engines), ("backend.name", args.backend)) if v}
         cfg = apply_overrides(load_config(args.config), overrides)
@@ -53,14 +61,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.backend.name != "pytorch":
             print(f"demo: {exc}\nexport the engines first: make export (python -m export)", file=sys.stderr)
             return webcam.EXIT_CONFIG
+    say = sys.stderr if "--jsonl" in extra else sys.stdout  # stdout is the JSONL stream then
     if not args.video.is_file():
         write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
-        logger.info("wrote the sample video %s", args.video)
+        print(f"demo: wrote the synthetic exercise video {args.video} ({SAMPLE_DURATION_S:g} s)", file=say)
     webcam_args = ["--source", str(args.video), "--headless", "--paced", "--engines", str(engines)]
-    webcam_args += ["--backend", cfg.backend.name]
+    webcam_args += ["--backend", cfg.backend.name, "--out", str(args.out)]
+    if level is None:
+        webcam_args += ["--log-level", "WARNING"]
     if args.config is not None:
         webcam_args += ["--config", str(args.config)]
-    return webcam.main([*webcam_args, *extra])
+    print(f"demo: streaming {args.video} in real time through {cfg.backend.name} ({engines}); one line per "
+          "decision, then the files", file=say, flush=True)
+    code = webcam.main([*webcam_args, *extra])
+    if code == webcam.EXIT_OK and (args.out / "annotated.mp4").is_file():
+        print(f"demo: watch {args.out / 'annotated.mp4'} (VLC, mpv or ffplay) and open {args.out / 'timeline.png'}",
+              file=say)
+    return code
 
 
 if __name__ == "__main__":

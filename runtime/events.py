@@ -172,6 +172,47 @@ class ContextEvicted(Event):
             raise ValueError(f"ContextEvicted reason {self.reason!r} is not one of {EVICTION_REASONS}")
 
 
+#: What became of a feedback handed to the speaker (``FeedbackSpoken.status``).
+SPEECH_STATUSES = ("spoken", "superseded", "empty", "failed")
+
+
+@dataclass(frozen=True)
+class FeedbackSpoken(Event):
+    """The speaker thread is done with one feedback (published from that thread, see runtime/speech.py).
+
+    Attributes:
+        window_index: The feedback's window.
+        text: The text handed to the speaker.
+        status: One of :data:`SPEECH_STATUSES`: ``spoken``; ``superseded`` (a newer feedback replaced it while it
+            waited); ``empty`` (nothing to say); ``failed`` (the engine or player failed: ``error`` says how).
+        queued_ms: Time the text waited for the speaker (another utterance was playing).
+        audio_start_ms: Time from the finished feedback text to its first audio samples going out (queue wait +
+            synthesis of the first chunk), ``None`` unless spoken.
+        audio_start_t: Stream time (seconds since the stream's first frame) when the audio started, ``None`` unless
+            spoken: the delivery time of the feedback.
+        audio_s: Length of the synthesised audio in seconds.
+        output: Where the audio went: ``player`` name, ``none`` (no audio device: synthesised and timed only).
+        wav: The WAV file kept (``speech.wav_dir``), if any.
+        error: Why it failed.
+    """
+
+    TYPE: ClassVar[str] = "feedback_spoken"
+    window_index: int
+    text: str
+    status: str
+    queued_ms: float = 0.0
+    audio_start_ms: float | None = None
+    audio_start_t: float | None = None
+    audio_s: float = 0.0
+    output: str = "none"
+    wav: str | None = None
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in SPEECH_STATUSES:
+            raise ValueError(f"FeedbackSpoken status {self.status!r} is not one of {SPEECH_STATUSES}")
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -182,6 +223,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WindowSkipped,
         ContextCleared,
         ContextEvicted,
+        FeedbackSpoken,
     )
 }
 

@@ -44,7 +44,7 @@ sys.exit(code)
 
 def test_webcam_runs_on_onnxruntime_with_torch_blocked(exported_tiny: Path, tmp_path: Path) -> None:
     video = write_sample_video(tmp_path / "clip.mp4", duration_s=3.6)
-    argv = ["--engines", str(exported_tiny), "--backend", "onnxruntime", "--source", str(video), "--headless",
+    argv = ["--engines", str(exported_tiny), "--backend", "onnxruntime", "--source", str(video), "--headless", "--jsonl",
             "--no-paced", "--set", "policy.every_n.n=1", "--set", "generation.max_new_tokens=3"]
     script = RUNNER.format(blocked=BLOCKED, argv=argv)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)

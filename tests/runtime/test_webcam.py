@@ -1,4 +1,4 @@
-"""``python -m runtime.webcam``: headless JSONL runs with the tiny model, error messages and exit codes, overlay.
+"""``python -m runtime.webcam``: headless JSONL runs with the tiny model, error messages and exit codes.
 
 ``pytest tests/runtime/test_webcam.py``. The JSONL checks are the issue's acceptance criteria: windows never overlap
 wrongly, feedback never violates the interval, and text appears only after ``<feedback>``.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import overlay, webcam
+from runtime import webcam
 from runtime.backends import BackendError, create_backend
 from runtime.events import (
     Event,
@@ -80,6 +80,7 @@ def test_headless_cli_on_a_video_with_the_tiny_model(sample_video: Path, tiny_ch
         "--source",
         str(sample_video),
         "--headless",
+        "--jsonl",
         "--backend",
         "pytorch",
         "--model",
@@ -117,6 +118,7 @@ def test_offline_run_decides_every_window(
             "--source",
             str(sample_video),
             "--headless",
+            "--jsonl",
             "--no-paced",
             "--backend",
             "pytorch",
@@ -183,14 +185,8 @@ def test_a_bad_checkpoint_is_exit_2_with_one_line_naming_it(tmp_path: Path, caps
 
 
 def test_window_mode_without_a_display_asks_for_headless(capsys: pytest.CaptureFixture[str]) -> None:
-    import cv2
-
-    try:
-        cv2.namedWindow("probe")
-        cv2.destroyAllWindows()
-        pytest.skip("this OpenCV build has a working GUI")
-    except cv2.error:
-        pass
+    if not webcam.display_problem():  # probed in a child process: Qt aborts the process without a display
+        pytest.skip("this machine can open an OpenCV window")
     assert webcam.main(["--source", "synthetic", "--log-level", "ERROR"]) == webcam.EXIT_DISPLAY
     assert "run with --headless" in capsys.readouterr().err
 
@@ -198,18 +194,3 @@ def test_window_mode_without_a_display_asks_for_headless(capsys: pytest.CaptureF
 def test_unknown_backend_name_lists_the_choices() -> None:
     with pytest.raises(BackendError, match=r"unknown backend 'tflite': choose one of pytorch\|onnxruntime\|tensorrt"):
         create_backend("tflite")
-
-
-def test_overlay_shows_action_feedback_and_random_weights() -> None:
-    state = overlay.OverlayState(random_weights=True, backend="pytorch")
-    state(WindowDecided(3, 4.5, 6.5, "<feedback>", 0.9, "<feedback>", latency_ms={"total": 812.0}, lag_s=1.2))
-    state(FeedbackStarted(3, 6.5))
-    state(FeedbackToken(3, "Knees", 0))
-    state(FeedbackToken(3, " out", 1))
-    lines = state.lines(fps=29.7)
-    assert lines[0] == "action <feedback>  conf 0.90"
-    assert "29.7 fps" in lines[1] and "latency 812 ms" in lines[1]
-    assert "coach: Knees out" in lines and lines[-1].startswith("RANDOM WEIGHTS")
-    image = np.full((240, 320, 3), 128, dtype=np.uint8)
-    drawn = overlay.draw_overlay(image, lines)
-    assert drawn.shape == image.shape and not np.array_equal(drawn, image[..., ::-1])
