@@ -185,7 +185,7 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
 
     if quick:
         comp = ["--repeats", "1", "--batch-sizes", "1,2", "--cache-windows", "2", "--contexts", "70,600"]
-        stream = ["--duration", "3.6", "--every-n", "1", "--max-new-tokens", "4", "--warmup-windows", "0"]
+        stream = ["--duration", "3.5", "--every-n", "1", "--max-new-tokens", "4", "--warmup-windows", "0"]
         decode = ["--rounds", "3", "--new-tokens", "8", "--isolated-calls", "4"]
         decode_05b = ["--rounds", "2", "--new-tokens", "6", "--isolated-calls", "3"]
         alloc = ["--windows", "1,2", "--steps", "32"]

@@ -48,13 +48,19 @@ class WindowConfig:
             checked when the session starts.
         latest_wins: Process only the newest complete window and skip stale
             ones (live use); ``false`` processes every window in order
-            (offline evaluation; the ring buffer must then hold the backlog).
+            (offline evaluation: file and synthetic sources then wait for the
+            worker instead of overwriting the ring buffer; cameras never wait).
+        min_tail_s: At the end of a file, stream time after the last full
+            window shorter than this is reported as a skipped window
+            (``short_tail``) instead of getting a final window
+            ``[end - window_s, end]``; in ``[0, window_s)``.
     """
 
     window_s: float = 2.0
     overlap_s: float = 0.5
     frames_per_window: int = 16
     latest_wins: bool = True
+    min_tail_s: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,9 @@ class CaptureConfig:
 
     Attributes:
         ring_buffer_frames: Ring buffer capacity in frames; must hold at least
-            one window at the camera's frame rate (256 is 8.5 s at 30 fps).
+            one window at the source's frame rate (``window_s x fps + 1``,
+            checked when the source is open: :func:`check_ring_buffer`; 256 is
+            8.5 s at 30 fps).
     """
 
     ring_buffer_frames: int = 256
@@ -331,6 +339,12 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
     # The model fixes the count (16 for the release); the session checks it against the engines' manifest.
     _check(w.frames_per_window >= 1, "window.frames_per_window", w.frames_per_window, "must be >= 1")
     _check(
+        0 <= w.min_tail_s < w.window_s,
+        "window.min_tail_s",
+        w.min_tail_s,
+        f"must be >= 0 and < window.window_s ({w.window_s})",
+    )
+    _check(
         cfg.capture.ring_buffer_frames >= w.frames_per_window,
         "capture.ring_buffer_frames",
         cfg.capture.ring_buffer_frames,
@@ -399,6 +413,33 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         "must be in [0, 256] (0 = runtime default)",
     )
     return cfg
+
+
+def frames_per_window_at(window_s: float, fps: float) -> int:
+    """Most frames one window ``[t, t + window_s]`` holds at ``fps`` (both ends included)."""
+    return math.floor(window_s * fps + 1e-6) + 1
+
+
+def check_ring_buffer(cfg: StreamingConfig, fps: float, source: str = "the source") -> None:
+    """Checks that ``capture.ring_buffer_frames`` holds one whole window at the source's frame rate.
+
+    A smaller buffer loses the start of every window (live), or would wait forever for room (offline).
+
+    Args:
+        cfg: The configuration.
+        fps: The source's frame rate.
+        source: The source's name, for the message.
+
+    Raises:
+        ConfigError: Naming ``capture.ring_buffer_frames`` and the smallest value that fits.
+    """
+    need = frames_per_window_at(cfg.window.window_s, fps)
+    _check(
+        cfg.capture.ring_buffer_frames >= need,
+        "capture.ring_buffer_frames",
+        cfg.capture.ring_buffer_frames,
+        f"must hold one window of {source} (>= {need}: window.window_s {cfg.window.window_s:g} s at {fps:g} fps)",
+    )
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> StreamingConfig:

@@ -7,6 +7,8 @@
    stdout, the run summary on stderr (labelled random weights).
 
 No camera, GPU or network is needed. Extra arguments are passed to ``runtime.webcam`` (e.g. ``--set k=v``).
+Exit codes are ``runtime.webcam``'s (its module docstring has the table); the demo's own checks exit 2 (no
+engines, bad configuration) or 3 (the sample video cannot be written).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from engine_format.manifest import Manifest, ManifestError
 from runtime import webcam
 from runtime.config import ConfigError, apply_overrides, load_config
-from runtime.sources import write_sample_video
+from runtime.sources import SourceError, write_sample_video
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +49,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return webcam.EXIT_CONFIG
     engines = Path(cfg.backend.engines_dir)
+    have_engines = True
     try:
         Manifest.load(engines)
     except ManifestError as exc:
         if cfg.backend.name != "pytorch":
             print(f"demo: {exc}\nexport the engines first: make export (python -m export)", file=sys.stderr)
             return webcam.EXIT_CONFIG
+        have_engines = False  # the pytorch backend runs the configured checkpoint (backend.model_dir)
     if not args.video.is_file():
-        write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
+        try:
+            write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
+        except SourceError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return webcam.EXIT_SOURCE
         logger.info("wrote the sample video %s", args.video)
-    webcam_args = ["--source", str(args.video), "--headless", "--paced", "--engines", str(engines)]
+    webcam_args = ["--source", str(args.video), "--headless", "--paced"]
+    webcam_args += ["--engines", str(engines)] if have_engines else []
     webcam_args += ["--backend", cfg.backend.name]
     if args.config is not None:
         webcam_args += ["--config", str(args.config)]
