@@ -203,6 +203,22 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    """Memory settings of the ``onnxruntime`` backend (``docs/design.md``, "Memory").
+
+    Attributes:
+        cpu_mem_arena: Keep ONNX Runtime's CPU memory arena. It makes allocation cheaper but keeps every
+            session's largest activations resident for good (about 0.9 GB for the tiny video encoder alone).
+        decode_chunk_rows: Most rows per decoder call: a window append (2402 visual rows) runs as consecutive
+            calls of this many, so the exported decoder's attention scores ``[heads, rows, context]`` never exist
+            for the whole window at once; 0 = one call. Same result (causal attention), in [0, 65536].
+    """
+
+    cpu_mem_arena: bool = False
+    decode_chunk_rows: int = 512
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     """Inference backend.
 
@@ -216,6 +232,7 @@ class BackendConfig:
         model_dir: Checkpoint the ``pytorch`` backend runs when ``engines_dir``
             holds no engines (``make export`` writes the synthetic tiny one).
         clip_dir: CLIP directory that goes with ``model_dir``.
+        onnxruntime: Memory settings of the ``onnxruntime`` backend.
     """
 
     name: str = "onnxruntime"
@@ -225,6 +242,7 @@ class BackendConfig:
     intra_op_threads: int = 2
     model_dir: str = "checkpoints/tiny/model"
     clip_dir: str = "checkpoints/tiny/clip"
+    onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
 
 
 @dataclass(frozen=True)
@@ -412,6 +430,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
         b.intra_op_threads,
         "must be in [0, 256] (0 = runtime default)",
     )
+    rows = b.onnxruntime.decode_chunk_rows
+    _check(0 <= rows <= 65536, "backend.onnxruntime.decode_chunk_rows", rows, "must be in [0, 65536] (0 = one call)")
     return cfg
 
 

@@ -47,6 +47,9 @@ def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
         ("context:\n  max_tokens: 2000\n", r"context\.max_tokens = 2000: must be >= 3000"),
         ("backend:\n  model_dir: ' '\n", r"backend\.model_dir = ' ': must be a non-empty path"),
         ("window:\n  min_tail_s: 2.0\n", r"window\.min_tail_s = 2\.0: must be >= 0 and < window\.window_s \(2\.0\)"),
+        ("backend:\n  onnxruntime:\n    decode_chunk_rows: -8\n",
+         r"backend\.onnxruntime\.decode_chunk_rows = -8: must be in \[0, 65536\]"),
+        ("backend:\n  onnxruntime:\n    arena: true\n", r"backend\.onnxruntime\.arena: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
