@@ -51,9 +51,10 @@ conformance: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --out artifacts/bench
 
-# The webcam CLI over 12 minutes of unpaced synthetic stream: peak RSS, steady RSS and the RSS / KV slopes per hour.
+# The webcam CLI over 12 minutes of unpaced synthetic stream: peak RSS, steady RSS and the RSS / KV slopes per hour;
+# and the CPU arena's speed as a same-run ratio.
 bench-memory: $(STAMP) engines/tiny/manifest.json
-	$(BIN)/python -m benchmarks.memory --out artifacts/bench/memory --variants default,ort_arena
+	$(BIN)/python -m benchmarks.memory --out artifacts/bench/memory --arena-ratio-windows 6
 
 # On a CUDA machine (see docs/export.md): PyTorch fp16 numerics + timings, TensorRT where installed.
 gpu-check:

@@ -2,7 +2,10 @@
 
 Usage::
 
-    python -m benchmarks.memory --out artifacts/bench/memory [--stream-min 12] [--variants default,ort_arena]
+    python -m benchmarks.memory --out artifacts/bench/memory [--stream-min 12] [--variants default,arena,before]
+        [--arena-ratio-windows 6] [--append-engines engines/0.5b]
+
+Run it from the repository root (the children run there).
 
 Per variant it runs what a user runs, in a child process::
 
@@ -19,9 +22,12 @@ Variants:
 
 * ``default``: the repository's configuration (ONNX Runtime's CPU arena off, 512-row decoder calls, and the CLI's
   ``runtime.memory.limit_heap_growth``);
-* ``ort_arena``: ONNX Runtime's arena on and one decoder call per window append
-  (``backend.onnxruntime.cpu_mem_arena=true``, ``decode_chunk_rows=0``), the settings before issue 9, for a
-  same-machine comparison of peak RSS and wall time.
+* ``arena``: ONNX Runtime's CPU arena on (``backend.onnxruntime.cpu_mem_arena=true``), the faster setting;
+* ``before``: the arena on and one decoder call per window append (``decode_chunk_rows=0``), the settings before
+  issue 9.
+
+Variants run one after the other, so their wall times compare only roughly (``--arena-ratio-windows`` below is the
+same-run ratio).
 
 With ``--append-engines DIR`` it also measures the transient memory of one decoder window append, the largest
 single allocation peak of a stream: ``--append-rows`` (2421, one window's turn) rows onto ``--append-past`` (7330,
@@ -63,7 +69,8 @@ logger = logging.getLogger("benchmarks.memory")
 #: Extra ``--set`` overrides of each variant.
 VARIANTS: dict[str, list[str]] = {
     "default": [],
-    "ort_arena": ["backend.onnxruntime.cpu_mem_arena=true", "backend.onnxruntime.decode_chunk_rows=0"],
+    "arena": ["backend.onnxruntime.cpu_mem_arena=true"],
+    "before": ["backend.onnxruntime.cpu_mem_arena=true", "backend.onnxruntime.decode_chunk_rows=0"],
 }
 #: The issue's goal for the tiny stream.
 PEAK_GOAL_MB = 1000.0
@@ -367,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/memory"))
-    parser.add_argument("--engines", type=Path, default=REPO / "engines" / "tiny")
+    parser.add_argument("--engines", type=Path, default=Path("engines/tiny"), help="tiny engines directory")
     parser.add_argument("--stream-min", type=float, default=12.0, help="minutes of synthetic stream per variant")
     parser.add_argument("--variants", default="default", help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--every-n", type=int, default=8, help="feedback (and context clear) every n-th window")
@@ -399,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (engines / "manifest.json").is_file():
             parser.error(f"{engines} holds no exported engines (python -m export --preset {engines.name})")
     args.out.mkdir(parents=True, exist_ok=True)
+    args.engines = args.engines.resolve()  # the children run in the repository root
+    args.append_engines = args.append_engines.resolve() if args.append_engines else None
     preset = (args.engines if names or args.arena_ratio_windows else args.append_engines).name
     report = report_header("memory", command_line("benchmarks.memory", argv), preset=preset,
                            backend="onnxruntime", precision="fp32", threads=2)
