@@ -8,7 +8,7 @@ CLIP ?=
 NAME ?=
 PRESET ?= tiny
 
-.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-gpu gpu-check gpu-carry gpu-run clean
+.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-memory bench-gpu gpu-check gpu-carry gpu-run clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -72,6 +72,11 @@ conformance: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --out artifacts/bench
+
+# The webcam CLI over 12 minutes of unpaced synthetic stream: peak RSS, steady RSS and the RSS / KV slopes per hour;
+# and the CPU arena's speed as a same-run ratio.
+bench-memory: $(STAMP) engines/tiny/manifest.json
+	$(BIN)/python -m benchmarks.memory --out artifacts/bench/memory --arena-ratio-windows 6
 
 # On a CUDA machine (see docs/export.md): PyTorch fp16 numerics + timings, TensorRT where installed.
 gpu-check:

@@ -31,7 +31,7 @@ from benchmarks.common import REPO, fmt_ms, machine_line, markdown_table
 logger = logging.getLogger("benchmarks.report")
 
 #: Benchmarks whose module renders its own report (``benchmarks.<name>.to_markdown``).
-RENDERERS = ("components", "stream", "gpu", "decode", "allocations", "footprint")
+RENDERERS = ("components", "stream", "gpu", "decode", "allocations", "footprint", "memory")
 
 BLOCK = re.compile(
     r"(<!-- BEGIN benchmarks\.report (?P<path>\S+) (?P<mode>full|readme|headline) -->\n)(?P<body>.*?)(<!-- END benchmarks\.report -->)",
@@ -121,6 +121,11 @@ def headline(summary: dict[str, Any]) -> str:
                 markdown_table(["run", "input FPS", "RTF", "processed / skipped", "window p50/p95/p99 ms",
                                 "TTFT p50 ms", "tokens/s p50", "KV max MiB", "peak RSS MiB"], rows), ""]
     out += runtime_path_sections(reports)
+    mem = reports.get("memory_tiny")
+    if mem and mem.get("variants"):
+        from benchmarks.memory import readme_line
+
+        out += [f"**Long-run memory**: {readme_line(mem)}", ""]
     for name, big in reports.items():
         if not name.startswith("components_0.5b"):
             continue
@@ -320,6 +325,10 @@ def render_mode(report: dict[str, Any], mode: str) -> str:
         return render(report)
     if mode == "readme" and report.get("benchmark") == "gpu":
         return gpu_readme_table(report)
+    if mode == "readme" and report.get("benchmark") == "memory":
+        from benchmarks.memory import readme_line
+
+        return readme_line(report)
     if report.get("benchmark") != "run_all":
         raise ValueError(f"mode {mode!r} needs a run_all summary, got a {report.get('benchmark')} report")
     return readme_table(report) if mode == "readme" else headline(report)

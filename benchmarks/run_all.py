@@ -4,6 +4,7 @@ reduced 0.5B timings, the runtime's install footprint.
 Usage::
 
     python -m benchmarks.run_all --out artifacts/bench [--budget-min 15] [--skip-0.5b] [--skip-footprint] [--quick]
+        [--memory-min 10]
 
 Steps (each benchmark runs in its own process, so each peak RSS is its own; the JSON of each step records the
 command that reproduces it):
@@ -24,7 +25,10 @@ command that reproduces it):
    step vs context length (55, 1024, 2048). One whole 0.5B window (16-frame CLIP, VideoMamba's 32 blocks, a
    2418-row append) takes minutes on 2 cores, so those calls are left to ``benchmarks.stream --preset 0.5b`` by hand;
 7. ``footprint``: installed size and import time of the runtime-only install vs the full install, in throwaway venvs
-   under ``artifacts/venvs`` (built on first use, minutes; reused afterwards).
+   under ``artifacts/venvs`` (built on first use, minutes; reused afterwards);
+8. ``memory`` (last, when the budget allows: ``--memory-min`` minutes of stream take about half as long on 2 cores):
+   the webcam CLI over a long unpaced synthetic stream, peak RSS and the RSS / KV slopes per hour of stream
+   (``make bench-memory`` runs it alone, with the arena comparison).
 
 A step is skipped (and the summary says so) when less than its estimate is left of ``--budget-min``; a step that
 overruns it is killed. ``--quick`` runs the smallest sizes: no 0.5B components, a minimal 0.5B decode, and the
@@ -60,7 +64,9 @@ ESTIMATE_05B_DECODE_S = 120.0
 ESTIMATE_FOOTPRINT_S = (90.0, 600.0)
 #: The report file each kind of step writes (the step name starts with the kind).
 REPORT_FILES = {"components": "components.json", "stream": "stream.json", "decode": "decode.json",
-                "allocations": "allocations.json", "footprint": "footprint.json"}
+                "allocations": "allocations.json", "footprint": "footprint.json", "memory": "memory.json"}
+#: Wall seconds per stream minute of the memory step on the 2-core machine (tiny engines, unpaced; measured ~35 s).
+ESTIMATE_MEMORY_S_PER_STREAM_MIN = 40.0
 
 
 def checkpoint_05b_missing() -> bool:
@@ -157,7 +163,7 @@ def setup(out: Path, steps: dict[str, Any], timeout_s: float) -> Path:
 
 
 def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
-        skip_footprint: bool = False) -> dict[str, Any]:
+        skip_footprint: bool = False, memory_min: float = 10.0) -> dict[str, Any]:
     """Runs every step within the budget.
 
     Args:
@@ -167,6 +173,7 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
         quick: Smallest sizes (see the module docstring).
         command: Command line for the summary.
         skip_footprint: Leave the footprint step out.
+        memory_min: Minutes of stream of the memory step (0 leaves it out).
 
     Returns:
         The summary.
@@ -185,7 +192,7 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
 
     if quick:
         comp = ["--repeats", "1", "--batch-sizes", "1,2", "--cache-windows", "2", "--contexts", "70,600"]
-        stream = ["--duration", "3.6", "--every-n", "1", "--max-new-tokens", "4", "--warmup-windows", "0"]
+        stream = ["--duration", "3.5", "--every-n", "1", "--max-new-tokens", "4", "--warmup-windows", "0"]
         decode = ["--rounds", "3", "--new-tokens", "8", "--isolated-calls", "4"]
         decode_05b = ["--rounds", "2", "--new-tokens", "6", "--isolated-calls", "3"]
         alloc = ["--windows", "1,2", "--steps", "32"]
@@ -239,6 +246,10 @@ def run(out: Path, budget_s: float, skip_05b: bool, quick: bool, command: str,
              ["benchmarks.footprint", "--venvs", display_path(venvs),
               *(["--reuse-only", "--runs", "2"] if quick else [])],
              "--skip-footprint" if skip_footprint else None)
+    minutes = 1.0 if quick else memory_min
+    budgeted("memory_tiny", 30.0 + ESTIMATE_MEMORY_S_PER_STREAM_MIN * minutes,
+             ["benchmarks.memory", "--stream-min", f"{minutes:g}", *(["--warmup-s", "10"] if quick else [])],
+             "--memory-min 0" if memory_min <= 0 else None)
 
     summary["reports"] = {}
     for name, step in steps.items():
@@ -265,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-0.5b", dest="skip_05b", action="store_true", help="leave the 0.5B steps out")
     parser.add_argument("--skip-footprint", action="store_true", help="leave the venv footprint step out")
     parser.add_argument("--quick", action="store_true", help="smallest sizes, minimal 0.5B, footprint only with venvs")
+    parser.add_argument("--memory-min", type=float, default=10.0,
+                        help="stream minutes of the long-run memory step, run last within the budget (0: leave out)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run(args.out, args.budget_min * 60, args.skip_05b, args.quick,
-                  command_line("benchmarks.run_all", argv), args.skip_footprint)
+                  command_line("benchmarks.run_all", argv), args.skip_footprint, args.memory_min)
     write_json(args.out / "summary.json", summary)
     from benchmarks.report import render_summary
 

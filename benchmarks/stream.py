@@ -71,6 +71,7 @@ from runtime.events import (
 from runtime.frames import Frame
 from runtime.sources import FrameSource, SyntheticSource, VideoFileSource
 from runtime.stats import STAGES
+from runtime.windowing import WindowScheduler
 
 logger = logging.getLogger("benchmarks.stream")
 
@@ -168,20 +169,23 @@ def stream_config(base: StreamingConfig, *, paced: bool, fps: float, duration_s:
     return apply_overrides(base, overrides)
 
 
-def complete_windows(stream_s: float, window_s: float, stride_s: float) -> int:
-    """Windows complete within ``stream_s`` seconds of stream (the scheduler's rule, with its tolerance).
+def complete_windows(stream_s: float, window_s: float, stride_s: float, min_tail_s: float = 0.25) -> int:
+    """Windows a stream of ``stream_s`` seconds that ended accounts for (the scheduler's rule, decided or skipped):
+    the grid windows complete by its end, plus one for the time after the last of them (its final window, or a
+    ``short_tail`` skip when shorter than ``min_tail_s``); a stream shorter than one window has one.
 
     Args:
-        stream_s: Last captured timestamp minus the first.
+        stream_s: Stream time covered (``RunSummary.stream_s``: to the end of the last frame).
         window_s: Window length.
         stride_s: Window stride.
+        min_tail_s: ``window.min_tail_s``.
 
     Returns:
         The count.
     """
-    if stream_s + 1e-6 < window_s:
-        return 0
-    return int(math.floor((stream_s - window_s + 1e-6) / stride_s)) + 1
+    scheduler = WindowScheduler(window_s, window_s - stride_s, latest_wins=False, min_tail_s=min_tail_s)
+    scheduler.set_origin(0.0)
+    return len(scheduler.end_windows(stream_s)) + (scheduler.tail_skipped(stream_s) is not None)
 
 
 def run_once(
@@ -231,7 +235,7 @@ def run_once(
         "real_time_factor": (window_ms + feedback_ms) / 1e3 / stream_s if stream_s > 0 else None,
         "wall_over_stream": summary.wall_s / stream_s if stream_s > 0 else None,
         "windows": {
-            "complete": complete_windows(stream_s, cfg.window.window_s, stride),
+            "complete": complete_windows(stream_s, cfg.window.window_s, stride, cfg.window.min_tail_s),
             "processed": len(decided),
             "skipped": len(skipped),
             "skipped_by_reason": dict(Counter(e.reason for e in skipped)),

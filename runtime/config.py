@@ -56,13 +56,19 @@ class WindowConfig:
             checked when the session starts.
         latest_wins: Process only the newest complete window and skip stale
             ones (live use); ``false`` processes every window in order
-            (offline evaluation; the ring buffer must then hold the backlog).
+            (offline evaluation: file and synthetic sources then wait for the
+            worker instead of overwriting the ring buffer; cameras never wait).
+        min_tail_s: At the end of a file, stream time after the last full
+            window shorter than this is reported as a skipped window
+            (``short_tail``) instead of getting a final window
+            ``[end - window_s, end]``; in ``[0, window_s)``.
     """
 
     window_s: float = 2.0
     overlap_s: float = 0.5
     frames_per_window: int = 16
     latest_wins: bool = True
+    min_tail_s: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ class CaptureConfig:
 
     Attributes:
         ring_buffer_frames: Ring buffer capacity in frames; must hold at least
-            one window at the camera's frame rate (256 is 8.5 s at 30 fps).
+            one window at the source's frame rate (``window_s x fps + 1``,
+            checked when the source is open: :func:`check_ring_buffer`; 256 is
+            8.5 s at 30 fps).
     """
 
     ring_buffer_frames: int = 256
@@ -242,6 +250,22 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    """Memory settings of the ``onnxruntime`` backend (``docs/design.md``, "Memory").
+
+    Attributes:
+        cpu_mem_arena: Keep ONNX Runtime's CPU memory arena. It makes allocation cheaper but keeps every
+            session's largest activations resident for good (about 0.9 GB for the tiny video encoder alone).
+        decode_chunk_rows: Most rows per decoder call: a window append (2402 visual rows) runs as consecutive
+            calls of this many, so the exported decoder's attention scores ``[heads, rows, context]`` never exist
+            for the whole window at once; 0 = one call. Same result (causal attention), in [0, 65536].
+    """
+
+    cpu_mem_arena: bool = False
+    decode_chunk_rows: int = 512
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     """Inference backend.
 
@@ -260,6 +284,7 @@ class BackendConfig:
             both branches on ``device``).
         cuda_graphs: ``pytorch`` on CUDA only: replay the encoders and the decode step from CUDA graphs.
         attention: ``pytorch`` only: ``sdpa`` (transformers' mask) or ``sdpa_causal`` (no mask tensor).
+        onnxruntime: Memory settings of the ``onnxruntime`` backend.
     """
 
     name: str = "onnxruntime"
@@ -273,6 +298,7 @@ class BackendConfig:
     preprocess: str = "cpu"
     cuda_graphs: bool = False
     attention: str = "sdpa"
+    onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
 
 
 @dataclass(frozen=True)
@@ -449,6 +475,12 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
     # The model fixes the count (16 for the release); the session checks it against the engines' manifest.
     _check(w.frames_per_window >= 1, "window.frames_per_window", w.frames_per_window, "must be >= 1")
     _check(
+        0 <= w.min_tail_s < w.window_s,
+        "window.min_tail_s",
+        w.min_tail_s,
+        f"must be >= 0 and < window.window_s ({w.window_s})",
+    )
+    _check(
         cfg.capture.ring_buffer_frames >= w.frames_per_window,
         "capture.ring_buffer_frames",
         cfg.capture.ring_buffer_frames,
@@ -541,6 +573,8 @@ def validate(cfg: StreamingConfig) -> StreamingConfig:
                f"{getattr(defaults, key)!r}")
     _check(not b.cuda_graphs or b.device.startswith("cuda"), "backend.cuda_graphs", b.cuda_graphs,
            f"needs backend.device cuda (got {b.device}): CUDA graphs exist only on NVIDIA GPUs")
+    rows = b.onnxruntime.decode_chunk_rows
+    _check(0 <= rows <= 65536, "backend.onnxruntime.decode_chunk_rows", rows, "must be in [0, 65536] (0 = one call)")
     _validate_output(cfg.output, cfg.speech)
     return cfg
 
@@ -581,6 +615,33 @@ def _validate_camera(cam: CameraConfig) -> None:
         f"must be >= camera.reconnect_backoff_s ({cam.reconnect_backoff_s}) and <= 300",
     )
     _check(1 <= cam.probe_frames <= 300, "camera.probe_frames", cam.probe_frames, "must be in [1, 300]")
+
+
+def frames_per_window_at(window_s: float, fps: float) -> int:
+    """Most frames one window ``[t, t + window_s]`` holds at ``fps`` (both ends included)."""
+    return math.floor(window_s * fps + 1e-6) + 1
+
+
+def check_ring_buffer(cfg: StreamingConfig, fps: float, source: str = "the source") -> None:
+    """Checks that ``capture.ring_buffer_frames`` holds one whole window at the source's frame rate.
+
+    A smaller buffer loses the start of every window (live), or would wait forever for room (offline).
+
+    Args:
+        cfg: The configuration.
+        fps: The source's frame rate.
+        source: The source's name, for the message.
+
+    Raises:
+        ConfigError: Naming ``capture.ring_buffer_frames`` and the smallest value that fits.
+    """
+    need = frames_per_window_at(cfg.window.window_s, fps)
+    _check(
+        cfg.capture.ring_buffer_frames >= need,
+        "capture.ring_buffer_frames",
+        cfg.capture.ring_buffer_frames,
+        f"must hold one window of {source} (>= {need}: window.window_s {cfg.window.window_s:g} s at {fps:g} fps)",
+    )
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> StreamingConfig:

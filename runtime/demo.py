@@ -10,6 +10,8 @@
 
 No camera, GPU or network is needed. Extra arguments are passed to ``runtime.webcam``: ``--speak`` speaks each
 feedback (espeak-ng), ``--jsonl`` prints JSON events instead of lines, ``--set k=v`` overrides a config key.
+Exit codes are ``runtime.webcam``'s (its module docstring has the table); the demo's own checks exit 2 (no
+engines, bad configuration) or 3 (the sample video cannot be written).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from engine_format.manifest import Manifest, ManifestError
 from runtime import webcam
 from runtime.config import ConfigError, apply_overrides, load_config
-from runtime.sources import write_sample_video
+from runtime.sources import SourceError, write_sample_video
 
 
 SAMPLE_VIDEO = Path("artifacts/sample.mp4")
@@ -55,17 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return webcam.EXIT_CONFIG
     engines = Path(cfg.backend.engines_dir)
+    have_engines = True
     try:
         Manifest.load(engines)
     except ManifestError as exc:
         if cfg.backend.name != "pytorch":
             print(f"demo: {exc}\nexport the engines first: make export (python -m export)", file=sys.stderr)
             return webcam.EXIT_CONFIG
+        have_engines = False  # the pytorch backend runs the configured checkpoint (backend.model_dir)
     say = sys.stderr if "--jsonl" in extra else sys.stdout  # stdout is the JSONL stream then
     if not args.video.is_file():
-        write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
+        try:
+            write_sample_video(args.video, duration_s=SAMPLE_DURATION_S)
+        except SourceError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return webcam.EXIT_SOURCE
         print(f"demo: wrote the synthetic exercise video {args.video} ({SAMPLE_DURATION_S:g} s)", file=say)
-    webcam_args = ["--source", str(args.video), "--headless", "--paced", "--engines", str(engines)]
+    webcam_args = ["--source", str(args.video), "--headless", "--paced"]
+    webcam_args += ["--engines", str(engines)] if have_engines else []
     webcam_args += ["--backend", cfg.backend.name, "--out", str(args.out)]
     if level is None:
         webcam_args += ["--log-level", "WARNING"]

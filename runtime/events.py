@@ -23,6 +23,19 @@ CONTEXT_CLEAR_REASONS = ("feedback", "timeout", "reset")
 #: Why the oldest window was evicted from the decoder context.
 EVICTION_REASONS = ("max_windows", "max_tokens")
 
+#: Why a window was never decided (``WindowSkipped.reason``):
+#:
+#: * ``behind``: latest-wins, a newer window was complete when the worker got to it;
+#: * ``overwritten``: some of its frames left the ring buffer before it was processed;
+#: * ``no_frames``: the source delivered no frame inside it (a stall);
+#: * ``short_tail``: the stream time after the last window at the end of a file is shorter than
+#:   ``window.min_tail_s``;
+#: * ``stopped``: the run was stopped (Ctrl-C, SIGTERM, ``--duration``, ``q``) before it was processed;
+#: * ``source_error``: the source failed before the window was complete;
+#: * ``error``: processing it raised (the run ends with that error);
+#: * ``abandoned``: a second Ctrl-C / SIGTERM abandoned it while it was being processed.
+SKIP_REASONS = ("behind", "overwritten", "no_frames", "short_tail", "stopped", "source_error", "error", "abandoned")
+
 
 @dataclass(frozen=True)
 class Event:
@@ -64,6 +77,8 @@ class WindowDecided(Event):
         action_logits: Decoder logits of ``<next>``, ``<feedback>``,
             ``<correct>`` at the action position, when the backend has the
             action tokens.
+        final: The end-of-stream window of a file: it ends at the stream's end and starts ``window_s`` before it
+            (so it is off the stride grid), or at the stream's start when the stream is shorter than one window.
     """
 
     TYPE: ClassVar[str] = "window_decided"
@@ -82,6 +97,7 @@ class WindowDecided(Event):
     context_tokens: int = 0
     context_windows: int = 0
     action_logits: list[float] | None = None
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,16 +143,40 @@ class FeedbackFinished(Event):
 
 @dataclass(frozen=True)
 class WindowSkipped(Event):
-    """A complete window was never processed.
+    """A window of the stream was never decided.
 
-    ``reason`` is ``"behind"`` (latest-wins: a newer window was complete when
-    the worker got to it) or ``"overwritten"`` (its frames had already left the
-    ring buffer).
+    Attributes:
+        window_index: The window.
+        reason: One of :data:`SKIP_REASONS`.
+        detail: What exactly happened, for a person (empty when the reason says it all).
     """
 
     TYPE: ClassVar[str] = "window_skipped"
     window_index: int
     reason: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in SKIP_REASONS:
+            raise ValueError(f"WindowSkipped reason {self.reason!r} is not one of {SKIP_REASONS}")
+
+
+@dataclass(frozen=True)
+class SourceTruncated(Event):
+    """The source ended early: a cut or corrupt file (a warning; the frames before the cut are still decided).
+
+    Attributes:
+        end_time: Stream time the delivered frames cover up to.
+        frames_read: Frames delivered.
+        frames_expected: Frames the container announced, if it did.
+        message: The source's explanation.
+    """
+
+    TYPE: ClassVar[str] = "source_truncated"
+    end_time: float
+    frames_read: int
+    frames_expected: int | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -221,6 +261,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FeedbackToken,
         FeedbackFinished,
         WindowSkipped,
+        SourceTruncated,
         ContextCleared,
         ContextEvicted,
         FeedbackSpoken,
@@ -280,7 +321,8 @@ class EventBus:
             try:
                 callback(event)
             except Exception:
-                logger.exception("event subscriber %r failed on %s", callback, event.type)
+                # The publisher reports the error (the CLI in one line); the traceback only at DEBUG.
+                logger.debug("event subscriber %r failed on %s", callback, event.type, exc_info=True)
                 raise
 
 

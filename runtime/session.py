@@ -127,10 +127,15 @@ class StreamSession:
         """Allocates the KV cache and prefills the system prefix (idempotent)."""
         self.context.prefill_prefix()
 
-    def skip(self, window: Window, reason: str) -> None:
-        """Accounts for a window that will never be processed and publishes ``WindowSkipped``."""
+    def skip(self, window: Window, reason: str, detail: str = "") -> None:
+        """Accounts for a window that will never be decided and publishes ``WindowSkipped``.
+
+        Raises:
+            ValueError: If ``reason`` is not one of ``runtime.events.SKIP_REASONS``.
+        """
+        event = WindowSkipped(window.index, reason, detail)
         self.stats.skipped[reason] += 1
-        self._emit(WindowSkipped(window.index, reason))
+        self._emit(event)
 
     def step(self, window: Window, frames: Sequence[Frame], latest_timestamp: float | None = None) -> WindowOutcome:
         """Decides one complete window (and generates its feedback when the action is ``<feedback>``).
@@ -173,6 +178,7 @@ class StreamSession:
             context_tokens=self.context.length,
             context_windows=len(self.context.windows),
             action_logits=[float(x) for x in work.action_logits],
+            final=window.final,
         )
         self._record(decided, timings)
         self._emit(decided)
@@ -208,8 +214,11 @@ class StreamSession:
         stream_s: float = 0.0,
         frames_captured: int = 0,
         frames_overwritten: int = 0,
+        window_at_stop: int | None = None,
+        window_at_stop_outcome: str = "",
+        warnings: Sequence[str] = (),
     ) -> RunSummary:
-        """The session's statistics as a :class:`RunSummary` (the capture figures come from the caller)."""
+        """The session's statistics as a :class:`RunSummary` (the capture and stop figures come from the caller)."""
         s, ctx = self.stats, self.context
         downgrades = dict(self.gate.downgrades)
         if self.repeats.suppressed:
@@ -241,5 +250,8 @@ class StreamSession:
             context_evictions=dict(ctx.evictions),
             context_clears=dict(ctx.clears),
             gate_downgrades=downgrades,
+            window_at_stop=window_at_stop,
+            window_at_stop_outcome=window_at_stop_outcome,
+            warnings=list(warnings),
         )
 

@@ -28,6 +28,24 @@ STAGES = (
 )
 
 
+#: Why a run ended (``RunSummary.ended_by``): the stream ended (``end_of_stream``; ``source_truncated`` when the
+#: source stopped early: a cut or corrupt file), the caller stopped it (``duration``, ``stopped``: ``q`` in the
+#: window or :meth:`StreamingEngine.stop`, ``interrupted``: Ctrl-C, ``terminated``: SIGTERM), or it failed
+#: (``source_error``, ``error``: the inference raised, ``output_closed``: the event output was closed, e.g. a pipe
+#: into ``head``).
+ENDED_BY = (
+    "end_of_stream",
+    "source_truncated",
+    "duration",
+    "stopped",
+    "interrupted",
+    "terminated",
+    "source_error",
+    "error",
+    "output_closed",
+)
+
+
 class Reservoir:
     """A uniform sample of at most ``capacity`` values (Vitter's algorithm R, seeded: runs are reproducible).
 
@@ -93,9 +111,10 @@ class RunSummary:
         device: Backend device.
         random_weights: The model has random weights (its actions and text are meaningless).
         policy: Policy name.
-        ended_by: ``end_of_stream``, ``duration``, ``stopped`` or ``interrupted`` (Ctrl-C).
+        ended_by: One of :data:`ENDED_BY`.
         wall_s: Wall-clock duration of the run.
-        stream_s: Stream time covered (last captured timestamp minus the first).
+        stream_s: Stream time covered: to the stream's end time when a finite source ended (the last frame plus
+            its duration), else to the last captured timestamp, from the first.
         frames_captured: Frames read from the source.
         frames_overwritten: Frames lost because the ring buffer was full.
         windows_processed: Windows decided.
@@ -114,6 +133,10 @@ class RunSummary:
         context_evictions: Evictions by reason.
         context_clears: Clears by reason.
         gate_downgrades: Gate downgrades by reason (``repeat`` counts suppressed texts).
+        window_at_stop: The window in progress when a stop (Ctrl-C, SIGTERM, ``--duration``) was requested.
+        window_at_stop_outcome: ``finished`` (it was completed before stopping) or ``abandoned`` (a second
+            signal); empty when no window was in progress.
+        warnings: Run-level problems a person must see (a truncated source, frames lost from the ring buffer).
     """
 
     backend: str
@@ -142,6 +165,9 @@ class RunSummary:
     context_evictions: dict[str, int] = field(default_factory=dict)
     context_clears: dict[str, int] = field(default_factory=dict)
     gate_downgrades: dict[str, int] = field(default_factory=dict)
+    window_at_stop: int | None = None
+    window_at_stop_outcome: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -151,8 +177,15 @@ class RunSummary:
         """One human-readable line (the webcam CLI prints it)."""
         p50 = ", ".join(f"{k} {v['p50']:.0f}" for k, v in self.stage_ms.items() if v.get("n"))
         label = " [RANDOM WEIGHTS: actions and text are meaningless]" if self.random_weights else ""
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_by_reason.items()) if n)
+        stop = ""
+        if self.window_at_stop is not None:
+            stop = f" (window {self.window_at_stop} in progress: {self.window_at_stop_outcome})"
+        warnings = "".join(f"; WARNING: {w}" for w in self.warnings)
         return (
-            f"{self.backend}/{self.precision}/{self.device}{label}: {self.windows_processed} windows processed, "
-            f"{self.windows_skipped} skipped, {self.feedbacks} feedbacks, cache hit rate {self.cache_hit_rate:.2f}, "
-            f"lag p50 {self.lag_s.get('p50', 0.0):.2f} s; stage p50 ms: {p50}"
+            f"{self.backend}/{self.precision}/{self.device}{label}: ended by {self.ended_by}{stop} after "
+            f"{self.stream_s:.1f} s of stream; {self.windows_processed} windows processed, "
+            f"{self.windows_skipped} skipped{f' ({skipped})' if skipped else ''}, {self.feedbacks} feedbacks, "
+            f"cache hit rate {self.cache_hit_rate:.2f}, lag p50 {self.lag_s.get('p50', 0.0):.2f} s; "
+            f"stage p50 ms: {p50}{warnings}"
         )

@@ -7,14 +7,33 @@ feedback and skip, then the summary; ``--jsonl`` prints one JSON event per line 
 on stderr), ``--events FILE`` also writes them to a file, ``--out DIR`` writes the run's events, summary, timeline
 picture and (file and synthetic sources) annotated video, and ``--speak`` speaks each feedback (espeak-ng).
 
-Exit codes: 0 done, 2 bad configuration / backend / arguments / output path / speech engine missing, 3 source error
-(missing camera, unreadable file), 4 no window possible (OpenCV without GUI, or no display: use ``--headless``),
-130 interrupted by Ctrl-C.
+Every run ends with one line saying why and, once streaming has started, the run summary (readable lines; with
+``--jsonl`` JSON on stderr), whatever stopped it; a traceback only with ``--log-level DEBUG``. SIGTERM is handled
+like Ctrl-C: the window in progress is finished (the log says which), the summary printed; a second Ctrl-C /
+SIGTERM abandons that window.
+
+Exit codes:
+
+====  ==============================================================================================================
+0     done: the stream ended, ``--duration`` passed, or ``q`` in the window
+2     bad arguments, configuration, backend, output path or missing speech engine (nothing was streamed)
+3     source error: the camera or file cannot be opened, or failed while streaming (the windows already complete
+      are decided first); any exception of the source (e.g. an OpenCV ``cv2.error``) counts
+4     no display for the window (use ``--headless``)
+5     the source was truncated: a cut or corrupt file (the frames before the cut are decided; a
+      ``source_truncated`` event and ``ended_by: source_truncated`` in the summary)
+6     inference error while streaming: the backend or a stage raised
+70    internal error (a bug: please report it with the ``--log-level DEBUG`` output)
+130   interrupted by Ctrl-C
+141   stdout was closed while streaming (e.g. piped into ``head``)
+143   terminated by SIGTERM
+====  ==============================================================================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -22,21 +41,38 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import cv2
+import yaml
 
 from runtime.backends import BackendError, backend_from_config
-from runtime.config import ConfigError, StreamingConfig, apply_overrides, load_config
+from runtime.config import ConfigError, StreamingConfig, apply_overrides, check_ring_buffer, load_config
 from runtime.engine import StreamingEngine
 from runtime.events import EventBus
+from runtime.memory import limit_heap_growth
 from runtime.outputs import OutputError, RunOutputs
 from runtime.overlay import OverlayState, draw_overlay
-from runtime.sources import CameraSource, FrameSource, SourceError, source_from_spec
+from runtime.shutdown import sigterm_as_interrupt, stop_reason
+from runtime.sources import CameraSource, FrameSource, SourceError, SyntheticSource, source_from_spec
+from runtime.stats import RunSummary
 from runtime.tts import SpeechError
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_SOURCE, EXIT_DISPLAY, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_TRUNCATED, EXIT_INFERENCE, EXIT_INTERNAL, EXIT_OUTPUT_CLOSED, EXIT_TERMINATED = 5, 6, 70, 141, 143
+#: Exit code of a run that returned a summary, by ``RunSummary.ended_by``.
+EXIT_BY_END = {
+    "end_of_stream": EXIT_OK,
+    "duration": EXIT_OK,
+    "stopped": EXIT_OK,
+    "source_truncated": EXIT_TRUNCATED,
+    "interrupted": EXIT_INTERRUPTED,
+    "terminated": EXIT_TERMINATED,
+}
+#: Length of ``--source synthetic`` without ``--duration``.
+SYNTHETIC_DEFAULT_S = 10.0
 WINDOW_TITLE = "Mobile-VideoGPT coach"
 
 
@@ -64,12 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="checkpoint directory for the pytorch backend")
     parser.add_argument("--clip", default=None, help="CLIP directory for the pytorch backend")
     parser.add_argument("--headless", action="store_true", help="no window (the terminal lines and outputs stay)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (wall clock)")
+    parser.add_argument(
+        "--duration",
+        type=positive_seconds,
+        default=None,
+        help="seconds: the length of the 'synthetic' stream (default 10); for a camera or file, stop after this much "
+        "wall-clock time",
+    )
     parser.add_argument(
         "--paced",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="release file/synthetic frames in real time (default) or as fast as they decode",
+        help="release file/synthetic frames in real time (default), or read them as fast as inference takes them: "
+        "every window in order (implies window.latest_wins=false)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_output_arguments(parser)
@@ -107,7 +150,7 @@ def output_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def build_outputs(cfg: StreamingConfig, args: argparse.Namespace, source: FrameSource) -> RunOutputs:
     """The run's outputs; file and synthetic sources can be replayed for the annotated video, cameras cannot."""
-    replay = None if isinstance(source, CameraSource) else (lambda: source_from_spec(args.source, paced=False))
+    replay = None if isinstance(source, CameraSource) else (lambda: build_source(args, cfg, paced=False))
     return RunOutputs(cfg, source.description, bool(args.paced) and not isinstance(source, CameraSource), replay)
 
 
@@ -139,6 +182,21 @@ def display_problem() -> str:
         "  Or run with --headless: readable lines; add --jsonl for JSON events (scripts), --out DIR for the annotated "
         "video and timeline of a file or synthetic source, --speak to hear the feedback"
     )
+
+
+def positive_seconds(text: str) -> float:
+    """``--duration``: a finite number of seconds > 0.
+
+    Raises:
+        argparse.ArgumentTypeError: Otherwise (argparse exits 2 with the message).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds > 0")
+    return value
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -178,6 +236,103 @@ def resolve_config(args: argparse.Namespace) -> StreamingConfig:
     return apply_overrides(load_config(args.config), overrides)
 
 
+def build_source(args: argparse.Namespace, cfg: StreamingConfig, paced: bool | None = None) -> FrameSource:
+    """The ``--source`` (unopened); ``synthetic`` lasts ``--duration`` seconds of stream (default 10).
+
+    Args:
+        args: The parsed command line.
+        cfg: The configuration (``camera.*`` for a camera).
+        paced: Real-time pacing; ``None`` takes ``--paced``.
+
+    Raises:
+        SourceError: For an empty spec or a negative camera index.
+    """
+    paced = args.paced if paced is None else paced
+    if args.source.strip().lower() == "synthetic":
+        duration = args.duration if args.duration is not None else SYNTHETIC_DEFAULT_S
+        return SyntheticSource(duration_s=duration, paced=paced)
+    return source_from_spec(args.source, paced=paced, camera=cfg.camera)
+
+
+def offline_when_unpaced(cfg: StreamingConfig, args: argparse.Namespace, source: FrameSource) -> StreamingConfig:
+    """``--no-paced`` on a file or the synthetic scene: read as fast as inference takes frames, every window in order.
+
+    Latest-wins would decode flat out and throw most windows away; nothing is live, so nothing is behind.
+
+    Raises:
+        ConfigError: If ``--set window.latest_wins=true`` asks for the opposite.
+    """
+    if args.paced or isinstance(source, CameraSource):
+        return cfg
+    asked = parse_overrides(args.overrides).get("window.latest_wins")
+    if asked is not None and yaml.safe_load(asked) is True:
+        raise ConfigError(
+            "--no-paced with --set window.latest_wins=true: an unpaced file has no live edge to keep up with; "
+            "use --paced for latest-wins, or drop the --set"
+        )
+    if cfg.window.latest_wins:
+        logger.info("--no-paced: every window in order (window.latest_wins=false), capture waits for inference")
+    return apply_overrides(cfg, {"window.latest_wins": False})
+
+
+def check_engines_flag(args: argparse.Namespace, cfg: StreamingConfig) -> None:
+    """An explicit ``--engines`` must hold engines; the pytorch backend would otherwise run the default checkpoint.
+
+    Raises:
+        ConfigError: Naming the directory and what to give instead.
+    """
+    if args.engines is None or args.model is not None or cfg.backend.name != "pytorch":
+        return
+    if not (Path(args.engines) / "manifest.json").is_file():
+        raise ConfigError(
+            f"--engines {args.engines} holds no exported engines (no manifest.json): the pytorch backend runs the "
+            "checkpoint their manifest records; export first (python -m export), or give --model and --clip"
+        )
+
+
+def exit_code(summary: RunSummary) -> int:
+    """The documented exit code of a run that ended with ``summary``."""
+    return EXIT_BY_END.get(summary.ended_by, EXIT_INTERNAL)
+
+
+def report_failure(engine: StreamingEngine, outputs: RunOutputs, label: str, exc: BaseException, code: int) -> int:
+    """One line for an error that ended the stream, the summary, and ``code`` (traceback only at DEBUG)."""
+    print(f"{label}: {exc}", file=sys.stderr)
+    logger.debug("%s", label, exc_info=exc)
+    finish_outputs(outputs, engine.summary())
+    return code
+
+
+def finish_outputs(outputs: RunOutputs, summary: RunSummary) -> bool:
+    """The summary and the run's files through ``outputs``; ``False`` (and one line) if a file cannot be written."""
+    try:
+        outputs.finish(summary)
+    except OutputError as exc:
+        print(f"output error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def report_output_closed(engine: StreamingEngine | None) -> int:
+    """stdout was closed (``| head``): the run stops; the summary still goes to stderr."""
+    try:  # later writes (and the interpreter's final flush) must not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError) as exc:  # stdout without a file descriptor (embedded, captured)
+        logger.debug("could not redirect stdout to %s: %s", os.devnull, exc)
+    print("output closed: stdout was closed by its reader; stopping", file=sys.stderr)
+    if engine is not None:
+        print_summary(engine.summary(), sys.stderr)
+    return EXIT_OUTPUT_CLOSED
+
+
+def print_summary(summary: RunSummary, stream: TextIO) -> None:
+    """Writes the headline and the JSON summary (when stdout, where the outputs write, is gone)."""
+    stream.write(summary.headline() + "\n")
+    stream.write(json.dumps({"summary": summary.to_dict()}, indent=1) + "\n")
+    stream.flush()
+
+
 def run_window(engine: StreamingEngine, state: OverlayState, duration_s: float | None, height: int = 720) -> str:
     """Shows the live view until ``q``, the end of the stream, ``duration_s`` or Ctrl-C; returns why it ended."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -195,23 +350,49 @@ def run_window(engine: StreamingEngine, state: OverlayState, duration_s: float |
             if deadline is not None and time.monotonic() >= deadline:
                 reason = "duration"
                 break
-    except KeyboardInterrupt:
-        reason = "interrupted"
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        reason = stop_reason(exc)
     finally:
         engine.stop(reason)
         cv2.destroyAllWindows()
-    engine.join()
+    engine.finish()
     return reason
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (the table in the module docstring)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    limit_heap_growth()
+    with sigterm_as_interrupt():
+        try:
+            return run_cli(args)
+        except KeyboardInterrupt as exc:  # before streaming started (model load, source open)
+            reason = stop_reason(exc)
+            print(f"{reason} while starting: nothing was streamed", file=sys.stderr)
+            return EXIT_TERMINATED if reason == "terminated" else EXIT_INTERRUPTED
+        except BrokenPipeError:
+            return report_output_closed(None)
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line and a documented code, not a traceback
+            print(f"internal error: {type(exc).__name__}: {exc} (run with --log-level DEBUG for the traceback)",
+                  file=sys.stderr)
+            logger.debug("internal error", exc_info=True)
+            return EXIT_INTERNAL
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Runs the parsed command line; returns the exit code (Ctrl-C / SIGTERM before streaming propagates)."""
     try:
         cfg = resolve_config(args)
-        source = source_from_spec(args.source, paced=args.paced, camera=cfg.camera)
+        check_engines_flag(args, cfg)
+        source = build_source(args, cfg)
+        cfg = offline_when_unpaced(cfg, args, source)
         source.open()  # fail fast, before loading the model, with the device or path in the message
+        try:
+            check_ring_buffer(cfg, source.nominal_fps, source.description)
+        except ConfigError:
+            source.close()
+            raise
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -219,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"source error: {exc}", file=sys.stderr)
         return EXIT_SOURCE
 
+    engine: StreamingEngine | None = None
     outputs = build_outputs(cfg, args, source)
     try:
         if not args.headless:
@@ -247,26 +429,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         attach_outputs(outputs, bus, engine)
+        wall_limit = None if isinstance(source, SyntheticSource) else args.duration  # synthetic: its length
         try:
             if args.headless:
-                summary = engine.run(args.duration)
+                summary = engine.run(wall_limit)
             else:
-                run_window(engine, outputs.overlay, args.duration, cfg.output.video_height)
+                run_window(engine, outputs.overlay, wall_limit, cfg.output.video_height)
                 summary = engine.summary()
-        except SourceError as exc:
-            print(f"source error: {exc}", file=sys.stderr)
-            return EXIT_SOURCE
-        finally:
-            backend.close()
-        try:
-            outputs.finish(summary)
-        except OutputError as exc:
-            print(f"output error: {exc}", file=sys.stderr)
+        except ConfigError as exc:  # checked when the source is open
+            print(f"config error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        return EXIT_INTERRUPTED if summary.ended_by == "interrupted" else EXIT_OK
+        except SourceError as exc:
+            return report_failure(engine, outputs, "source error", exc, EXIT_SOURCE)
+        except BrokenPipeError:
+            return report_output_closed(engine)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend or a stage raised while streaming
+            return report_failure(engine, outputs, f"inference error ({type(exc).__name__})", exc, EXIT_INFERENCE)
+        finally:
+            if not engine.threads_alive:  # an abandoned window may still be inside the backend
+                backend.close()
+        if not finish_outputs(outputs, summary):
+            return EXIT_CONFIG
+        return exit_code(summary)
     finally:
         outputs.close()
-        source.close()
+        if engine is None or not engine.threads_alive:  # a capture stuck in read() owns the source until exit
+            source.close()
 
 
 def attach_outputs(outputs: RunOutputs, bus: EventBus, engine: StreamingEngine) -> None:

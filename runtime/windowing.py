@@ -6,7 +6,14 @@ and dropped frame rates do not shift them:
 * window ``k`` covers ``[origin + k * stride, origin + k * stride + window_s]``
   with ``stride = window_s - overlap_s`` and ``origin`` the first frame's
   timestamp;
-* a window is *complete* once a frame at or after its end has been captured;
+* a window is *complete* once a frame at or after its end has been captured,
+  or, at the end of a finite stream, once the stream's end time (the last
+  frame's timestamp plus its duration) reaches its end;
+* at the end of a finite stream the time after the last complete window gets one
+  *final* window ``[max(origin, end - window_s), end]`` (off the stride grid, a
+  full window when the stream is long enough), unless that tail is shorter than
+  ``min_tail_s``, when it is reported as skipped (:meth:`WindowScheduler.tail_skipped`);
+  a stream shorter than one window gets exactly one window ``[origin, end]``;
 * frames for a window are picked by :func:`sample_window_frames` at the centres
   of ``n`` equal time bins (endpoints excluded).
 """
@@ -37,11 +44,13 @@ class Window:
         index: Window number ``k`` counted from the stream origin.
         t_start: Start time in seconds (inclusive).
         t_end: End time in seconds (inclusive).
+        final: The end-of-stream window (see the module docstring); it follows the last grid window.
     """
 
     index: int
     t_start: float
     t_end: float
+    final: bool = False
 
     @property
     def duration(self) -> float:
@@ -75,20 +84,27 @@ class WindowScheduler:
         window_s: Window length in seconds; must be > 0.
         overlap_s: Overlap of consecutive windows; must be in ``[0, window_s)``.
         latest_wins: Skip stale windows (``True``) or process all in order.
+        min_tail_s: At the end of a finite stream, a tail after the last complete window shorter than this is
+            reported skipped (``short_tail``) instead of getting a final window; in ``[0, window_s)``.
 
     Raises:
-        ValueError: If ``window_s`` or ``overlap_s`` is out of range.
+        ValueError: If ``window_s``, ``overlap_s`` or ``min_tail_s`` is out of range.
     """
 
-    def __init__(self, window_s: float = 2.0, overlap_s: float = 0.5, latest_wins: bool = True) -> None:
+    def __init__(
+        self, window_s: float = 2.0, overlap_s: float = 0.5, latest_wins: bool = True, min_tail_s: float = 0.25
+    ) -> None:
         if not (math.isfinite(window_s) and window_s > 0):
             raise ValueError(f"window_s = {window_s}: must be a finite number > 0")
         if not (math.isfinite(overlap_s) and 0 <= overlap_s < window_s):
             raise ValueError(f"overlap_s = {overlap_s}: must be >= 0 and < window_s ({window_s})")
+        if not (math.isfinite(min_tail_s) and 0 <= min_tail_s < window_s):
+            raise ValueError(f"min_tail_s = {min_tail_s}: must be >= 0 and < window_s ({window_s})")
         self.window_s = float(window_s)
         self.overlap_s = float(overlap_s)
         self.stride_s = self.window_s - self.overlap_s
         self.latest_wins = latest_wins
+        self.min_tail_s = float(min_tail_s)
         self.origin: float | None = None
         self.next_index = 0
         self.emitted_total = 0
@@ -123,7 +139,63 @@ class WindowScheduler:
         last = self.last_complete_index(latest_ts)
         return [self.window(k) for k in range(self.next_index, last + 1)]
 
-    def poll(self, latest_ts: float) -> SchedulerResult:
+    def final_window(self, end_time: float) -> Window | None:
+        """The end-of-stream window of a stream that covers ``[origin, end_time]``, if it gets one.
+
+        ``[max(origin, end_time - window_s), end_time]`` with the index after the last window complete at
+        ``end_time``, when the time after that window is at least ``min_tail_s``, or always when no window is
+        complete (a stream shorter than one window). ``None`` when the last complete window already ends at
+        ``end_time`` or the tail is shorter than ``min_tail_s`` (see :meth:`tail_skipped`).
+        """
+        origin = self._require_origin()
+        last = self.last_complete_index(end_time)
+        if last < 0:
+            return Window(0, origin, end_time, final=True) if end_time > origin + _EPS else None
+        tail = end_time - self.window(last).t_end
+        if tail < self.min_tail_s - _EPS or tail <= _EPS:
+            return None
+        return Window(last + 1, max(origin, end_time - self.window_s), end_time, final=True)
+
+    def end_windows(self, end_time: float) -> list[Window]:
+        """Every window not yet emitted of a stream that ended at ``end_time``: complete ones, then the final one."""
+        windows = self.ready_windows(end_time)
+        final = self.final_window(end_time)
+        if final is not None and final.index >= self.next_index:
+            windows.append(final)
+        return windows
+
+    def tail_skipped(self, end_time: float) -> tuple[Window, float] | None:
+        """The tail shorter than ``min_tail_s`` after the last window of an ended stream, once.
+
+        Returns:
+            The tail's window (the next grid window, never decided) and the tail's length in seconds, or ``None``
+            when there is no such tail or it was already taken. Taking it advances :attr:`next_index` past it.
+        """
+        last = self.last_complete_index(end_time)
+        if last < 0 or self.next_index > last + 1 or self.final_window(end_time) is not None:
+            return None
+        tail = end_time - self.window(last).t_end
+        if tail <= _EPS:
+            return None
+        self.next_index = last + 2
+        return self.window(last + 1), tail
+
+    def take_unprocessed(self, latest_ts: float) -> list[Window]:
+        """Windows that will now never be processed (the run stops or the source failed), oldest first.
+
+        Every complete window not yet emitted, then the first incomplete one when the stream has passed the end
+        of the last complete window (its frames exist but it never completed). Advances :attr:`next_index` past
+        them, so each is taken once.
+        """
+        last = self.last_complete_index(latest_ts)
+        taken = [self.window(k) for k in range(self.next_index, last + 1)]
+        started = last < 0 or latest_ts > self.window(last).t_end + _EPS
+        if started and self.next_index <= last + 1:
+            taken.append(self.window(last + 1))
+        self.next_index = max(self.next_index, last + 2 if started else last + 1)
+        return taken
+
+    def poll(self, latest_ts: float, end_time: float | None = None) -> SchedulerResult:
         """Take the next window to process given the newest captured timestamp.
 
         With latest-wins, all pending complete windows except the newest are
@@ -132,6 +204,8 @@ class WindowScheduler:
 
         Args:
             latest_ts: Timestamp of the newest frame in the buffer.
+            end_time: Once a finite stream has ended: the time it covers up to (``StreamEnd.end_time``); windows
+                complete by then and the final window (:meth:`final_window`) are ready.
 
         Returns:
             The window to process (or ``None``) and the windows skipped now.
@@ -139,7 +213,7 @@ class WindowScheduler:
         Raises:
             RuntimeError: If :meth:`set_origin` has not been called.
         """
-        ready = self.ready_windows(latest_ts)
+        ready = self.ready_windows(latest_ts) if end_time is None else self.end_windows(max(end_time, latest_ts))
         if not ready:
             return SchedulerResult(None)
         if self.latest_wins:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from runtime.backends.base import BackendError, ModelBackend
-from runtime.config import BACKEND_NAMES, BackendConfig
+from runtime.config import BACKEND_NAMES, BackendConfig, OnnxRuntimeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def create_backend(
     preprocess: str = "cpu",
     cuda_graphs: bool = False,
     attention: str = "sdpa",
+    onnxruntime: OnnxRuntimeConfig | None = None,
 ) -> ModelBackend:
     """Creates the backend named ``name``.
 
@@ -50,6 +51,8 @@ def create_backend(
         preprocess: ``pytorch`` only: ``cpu`` or ``device`` preprocessing.
         cuda_graphs: ``pytorch`` on CUDA only: CUDA graphs for the encoders and the decode step.
         attention: ``pytorch`` only: ``sdpa`` or ``sdpa_causal``.
+        onnxruntime: Memory settings of the ``onnxruntime`` backend (default: the config defaults); an error for
+            another backend.
 
     Returns:
         The backend, ready to run.
@@ -62,6 +65,8 @@ def create_backend(
         raise BackendError(f"unknown backend {name!r}: choose one of {'|'.join(BACKEND_NAMES)}")
     device_type = device.split(":", 1)[0]
     fast = {"scan_impl": scan_impl, "preprocess": preprocess, "cuda_graphs": cuda_graphs, "attention": attention}
+    if onnxruntime is not None and name != "onnxruntime":
+        raise BackendError(f"{name} backend: the onnxruntime settings apply to the onnxruntime backend only")
     if name == "pytorch":
         from runtime.backends.torch_backend import TorchBackend
 
@@ -93,7 +98,15 @@ def create_backend(
             from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
         except ModuleNotFoundError as exc:
             raise BackendError(f"onnxruntime backend is not available: {exc} (pip install '.[runtime]')") from exc
-        return OnnxRuntimeBackend(engines, precision=precision, intra_op_threads=threads, provider=ORT_PROVIDERS[device_type])
+        ort_cfg = onnxruntime or OnnxRuntimeConfig()
+        return OnnxRuntimeBackend(
+            engines,
+            precision=precision,
+            intra_op_threads=threads,
+            provider=ORT_PROVIDERS[device_type],
+            cpu_mem_arena=ort_cfg.cpu_mem_arena,
+            decode_chunk_rows=ort_cfg.decode_chunk_rows,
+        )
     if device_type != "cuda":
         raise BackendError(f"tensorrt backend: device {device!r} must be cuda (TensorRT runs on NVIDIA GPUs only)")
     from runtime.backends.tensorrt_backend import TensorRTBackend
@@ -113,6 +126,8 @@ def backend_from_config(cfg: BackendConfig, *, prefer_checkpoint: bool = False) 
     """
     options = {"precision": cfg.precision, "device": cfg.device, "threads": cfg.intra_op_threads}
     engines = Path(cfg.engines_dir)
+    if cfg.name == "onnxruntime":
+        return create_backend(cfg.name, engines_dir=engines, onnxruntime=cfg.onnxruntime, **options)
     if cfg.name != "pytorch":
         return create_backend(cfg.name, engines_dir=engines, **options)
     options.update(scan_impl=cfg.scan_impl, preprocess=cfg.preprocess, cuda_graphs=cfg.cuda_graphs,

@@ -10,6 +10,13 @@ The decoder runs with **IO binding** on a :class:`~runtime.backends.kv.PingPongK
 writes the new cache in place and no KV tensor is allocated or copied to Python per call (the graph's own KV concat
 is the only copy). Logits are written into a preallocated buffer.
 
+Memory (``docs/design.md``, "Memory"): ONNX Runtime's CPU arena keeps the largest activations a session ever
+allocated for its lifetime, so by default it is off (``cpu_mem_arena``); and a long append (a window of 2402 visual
+rows onto several windows of context) runs as consecutive calls of at most ``decode_chunk_rows`` rows, because the
+exported decoder's attention materialises ``[heads, rows, past + rows]`` scores at once (1.3 GB per matrix at the 0.5B
+geometry with three windows of context). Causal attention makes the chunked append the same computation (each row
+sees the same past); the graph's KV concat copies the past once per chunk.
+
 Execution providers: the requested provider must be the one the session runs on; ONNX Runtime silently falls back to
 the CPU when a GPU provider cannot load (missing CUDA/cuDNN libraries), which is detected here and raised. The fp16
 graphs run on the CPU provider, but ONNX Runtime's CPU provider has no fp16 kernels for most ops and removes the
@@ -146,15 +153,26 @@ class OnnxRuntimeBackend(ModelBackend):
         precision: "fp32" or "fp16" (must have been exported).
         intra_op_threads: Threads per session (0 = onnxruntime's default).
         provider: Execution provider (default the CPU one); a fallback to another provider is an error.
+        cpu_mem_arena: Keep ONNX Runtime's CPU memory arena (faster allocation, but it retains each session's
+            largest activations for good).
+        decode_chunk_rows: Most rows per decoder call; longer appends run as consecutive calls (0 = one call).
 
     Raises:
-        BackendError: For a missing/invalid manifest, an unexported precision, or a graph that fails to load.
+        BackendError: For a missing/invalid manifest, an unexported precision, a negative option, or a graph that
+            fails to load.
     """
 
     name = "onnxruntime"
 
     def __init__(
-        self, engines_dir: Path, precision: str = "fp32", intra_op_threads: int = 0, *, provider: str = CPU_PROVIDER
+        self,
+        engines_dir: Path,
+        precision: str = "fp32",
+        intra_op_threads: int = 0,
+        *,
+        provider: str = CPU_PROVIDER,
+        cpu_mem_arena: bool = False,
+        decode_chunk_rows: int = 512,
     ) -> None:
         self.engines_dir = Path(engines_dir)
         try:
@@ -168,6 +186,9 @@ class OnnxRuntimeBackend(ModelBackend):
             )
         if intra_op_threads < 0:
             raise BackendError(f"onnxruntime backend: intra_op_threads = {intra_op_threads}: must be >= 0")
+        if decode_chunk_rows < 0:
+            raise BackendError(f"onnxruntime backend: decode_chunk_rows = {decode_chunk_rows}: must be >= 0")
+        self.decode_chunk_rows = decode_chunk_rows
         self.precision = precision
         self.provider = provider
         self.device = "cpu" if provider == CPU_PROVIDER else provider
@@ -182,6 +203,7 @@ class OnnxRuntimeBackend(ModelBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        options.enable_cpu_mem_arena = cpu_mem_arena
         try:
             self.engines = {g: OnnxRuntimeEngine(self.manifest.graph(precision, g), options, provider) for g in GRAPH_NAMES}
             self._table = self.manifest.embedding_table(precision).open()
@@ -241,6 +263,8 @@ class OnnxRuntimeBackend(ModelBackend):
     def decode(self, segments: Sequence[Segment], kv: KVCache) -> np.ndarray:
         """Prefill / append / single-token decode in place; returns last-position logits ``[V]`` float32.
 
+        Appends longer than ``decode_chunk_rows`` run as consecutive calls (see the module docstring).
+
         Raises:
             BackendError: For a cache of another backend or layout, or rows that do not fit it.
         """
@@ -249,11 +273,22 @@ class OnnxRuntimeBackend(ModelBackend):
         if kv.head_dim != self.facts.head_dim or kv.itemsize != self._kv_dtype.itemsize:
             raise BackendError("decode: the KV cache was allocated for another decoder")
         embeds = host_embeds(self._table, segments, self.hidden_size)
-        positions = kv.new_positions(embeds.shape[1])
+        rows = embeds.shape[1]
         try:
-            outputs = kv.output_views(embeds.shape[1])
+            kv.check_room(rows)
         except KVCacheError as exc:  # the context's max_tokens was exceeded
             raise BackendError(f"decode: {exc}") from exc
+        step = self.decode_chunk_rows or rows
+        elapsed = 0.0
+        for start in range(0, rows, step):
+            elapsed += self._decode_rows(np.ascontiguousarray(embeds[:, start : start + step]), kv)
+        self._decoder_ms = elapsed
+        return self._logits[0].copy()
+
+    def _decode_rows(self, embeds: np.ndarray, kv: PingPongKV) -> float:
+        """One decoder call on ``embeds [1, S, H]`` (room checked); returns its milliseconds."""
+        positions = kv.new_positions(embeds.shape[1])
+        outputs = kv.output_views(embeds.shape[1])
         b = self._binding
         b.clear_binding_inputs()
         b.clear_binding_outputs()
@@ -267,9 +302,9 @@ class OnnxRuntimeBackend(ModelBackend):
         _bind(b, "logits", self._logits, output=True)
         start = time.perf_counter()
         self._decoder.run_with_iobinding(b)
-        self._decoder_ms = (time.perf_counter() - start) * 1e3
+        elapsed = (time.perf_counter() - start) * 1e3
         kv.commit(positions)
-        return self._logits[0].copy()
+        return elapsed
 
     def stage_times_ms(self) -> dict[str, float]:
         """Duration of each graph's last call in ms."""

@@ -41,11 +41,11 @@ def components_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir
 
 @pytest.fixture(scope="session")
 def stream_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """``benchmarks.stream`` on the PyTorch tiny model: 3.6 s of synthetic stream (2 windows), unpaced and paced."""
+    """``benchmarks.stream`` on the PyTorch tiny model: 3.5 s of synthetic stream (2 windows), unpaced and paced."""
     from benchmarks import stream
 
     return _run(stream.main, [
-        "--preset", "tiny", "--backend", "pytorch", "--source", "synthetic", "--duration", "3.6", "--every-n", "1",
+        "--preset", "tiny", "--backend", "pytorch", "--source", "synthetic", "--duration", "3.5", "--every-n", "1",
         "--max-new-tokens", "2", "--warmup-windows", "0", "--checkpoint-dir", str(tiny_checkpoint_dir),
     ], tmp_path_factory.mktemp("stream"), "stream.json")
 

@@ -34,7 +34,7 @@ def test_stream_window_counts_add_up(stream_run: tuple[Path, dict[str, Any]]) ->
         w = run["windows"]
         assert w["processed"] + w["skipped"] == w["complete"], (mode, w)
         assert sum(w["skipped_by_reason"].values()) == w["skipped"], mode
-        assert w["complete"] == 2, mode  # 3.6 s of stream: windows at [0, 2] and [1.5, 3.5]
+        assert w["complete"] == 2, mode  # 3.5 s of stream: windows at [0, 2] and [1.5, 3.5]
         assert len(run["kv_bytes"]["per_window"]) == w["processed"], mode
     assert report["runs"]["unpaced"]["windows"]["skipped"] == 0
 
@@ -47,8 +47,10 @@ def test_stream_writes_markdown_and_plot(stream_run: tuple[Path, dict[str, Any]]
 
 
 def test_complete_windows_rule() -> None:
-    """2 s windows every 1.5 s: none before 2 s, one at 2 s, two at 3.5 s, twelve in 18.5 s."""
-    assert complete_windows(1.99, 2.0, 1.5) == 0
+    """2 s windows every 1.5 s: one for a stream shorter than a window, one at 2 s, two at 3.5 s, three at 3.6 s
+    (the 0.1 s tail is a short_tail skip) and at 4.8 s (a final window), twelve in 18.5 s."""
+    assert complete_windows(1.99, 2.0, 1.5) == 1
     assert complete_windows(2.0, 2.0, 1.5) == 1
     assert complete_windows(3.5, 2.0, 1.5) == 2
+    assert complete_windows(3.6, 2.0, 1.5) == complete_windows(4.8, 2.0, 1.5) == 3
     assert complete_windows(18.5, 2.0, 1.5) == 12

@@ -150,6 +150,10 @@ class FakeBackend(ModelBackend):
         self._spelled = 0
         self._lock = threading.Lock()
 
+    def load_tokenizer(self) -> CharTokenizer:
+        """The character tokenizer (so the CLI can run on this backend)."""
+        return CharTokenizer()
+
     def encode_images(self, context_pixels: np.ndarray) -> ImageFeatures:
         self.encoded_frames += context_pixels.shape[0]
         mean = context_pixels.mean(axis=(1, 2, 3))  # one number per frame keeps frames distinguishable

@@ -39,7 +39,7 @@ def _stream(backend) -> list[Event]:
     events: list[Event] = []
     bus = EventBus()
     bus.subscribe(events.append)
-    source = SyntheticSource(duration_s=6.5, paced=False)
+    source = SyntheticSource(duration_s=5.0, paced=False)  # windows 0-2, the last ends at 5.0 s
     StreamingEngine(cfg, backend, source, bus, backend.load_tokenizer()).run()
     return events
 

@@ -47,6 +47,10 @@ def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
         ("window:\n  latest_wins: 1\n", r"window\.latest_wins = 1: must be true or false"),
         ("context:\n  max_tokens: 2000\n", r"context\.max_tokens = 2000: must be >= 3000"),
         ("backend:\n  model_dir: ' '\n", r"backend\.model_dir = ' ': must be a non-empty path"),
+        ("window:\n  min_tail_s: 2.0\n", r"window\.min_tail_s = 2\.0: must be >= 0 and < window\.window_s \(2\.0\)"),
+        ("backend:\n  onnxruntime:\n    decode_chunk_rows: -8\n",
+         r"backend\.onnxruntime\.decode_chunk_rows = -8: must be in \[0, 65536\]"),
+        ("backend:\n  onnxruntime:\n    arena: true\n", r"backend\.onnxruntime\.arena: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
@@ -81,3 +85,15 @@ def test_motion_threshold_range_depends_on_mode() -> None:
         ConfigError, match=r"policy\.motion\.threshold = 5\.0: must be > 0 and <= 2 for policy\.motion\.mode embedding"
     ):
         apply_overrides(base, {"policy.motion.mode": "embedding", "policy.motion.threshold": 5.0})
+
+
+def test_ring_buffer_must_hold_one_window_at_the_source_rate() -> None:
+    """``check_ring_buffer``: 61 frames hold a 2 s window at 30 fps (both ends), 60 do not; at 60 fps 121 are needed."""
+    from runtime.config import check_ring_buffer
+
+    check_ring_buffer(apply_overrides(StreamingConfig(), {"capture.ring_buffer_frames": 61}), 30.0)
+    with pytest.raises(ConfigError, match=r"capture\.ring_buffer_frames = 60: must hold one window of camera 0 "
+                                          r"\(>= 61: window\.window_s 2 s at 30 fps\)"):
+        check_ring_buffer(apply_overrides(StreamingConfig(), {"capture.ring_buffer_frames": 60}), 30.0, "camera 0")
+    with pytest.raises(ConfigError, match=r">= 121"):
+        check_ring_buffer(apply_overrides(StreamingConfig(), {"capture.ring_buffer_frames": 120}), 60.0)

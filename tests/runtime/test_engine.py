@@ -73,18 +73,21 @@ def test_latest_wins_skips_stale_windows_under_a_slow_backend() -> None:
     engine_ref.append(engine)
     summary = engine.run()
 
-    last = math.floor((8.0 + 29 / 30 - 2.0) / 1.5)  # newest complete window of a 9 s, 30 fps stream
-    assert [e.window_index for e in _decided(events)] == [0, last]
+    # At the end of the 9 s stream the newest window is the final one, [7, 9], after the grid window [6, 8].
+    final = math.floor((9.0 - 2.0) / 1.5) + 1
+    decided = _decided(events)
+    assert [(e.window_index, e.final) for e in decided] == [(0, False), (final, True)]
+    assert (decided[-1].t_start, decided[-1].t_end) == pytest.approx((7.0, 9.0))
     skipped = [e for e in events if isinstance(e, WindowSkipped)]
-    assert [(e.window_index, e.reason) for e in skipped] == [(k, "behind") for k in range(1, last)]
-    assert _decided(events)[-1].skipped_total == last - 1
-    assert (summary.windows_processed, summary.windows_skipped) == (2, last - 1)
+    assert [(e.window_index, e.reason) for e in skipped] == [(k, "behind") for k in range(1, final)]
+    assert decided[-1].skipped_total == final - 1
+    assert (summary.windows_processed, summary.windows_skipped) == (2, final - 1)
     assert summary.ended_by == "end_of_stream"
 
 
 def test_text_appears_only_after_feedback_and_nothing_is_generated_for_next() -> None:
     backend = FakeBackend(feedback_text="Go!")
-    summary, events = _run(_config(**{"policy.every_n.n": 2}), backend, _source(8.0))
+    summary, events = _run(_config(**{"policy.every_n.n": 2}), backend, _source(6.5))  # windows 0-3, none final
     decided = {e.window_index: e for e in _decided(events)}
     assert [decided[k].action for k in sorted(decided)] == ["<next>", "<feedback>", "<next>", "<feedback>"]
 
@@ -112,7 +115,7 @@ def test_text_appears_only_after_feedback_and_nothing_is_generated_for_next() ->
 
 def test_feedback_interval_is_never_violated_and_repeats_are_suppressed() -> None:
     cfg = _config(**{"policy.every_n.n": 1, "decision.min_feedback_interval_s": 4.0})
-    summary, events = _run(cfg, FakeBackend(), _source(12.0))
+    summary, events = _run(cfg, FakeBackend(), _source(11.0))  # windows 0-6, the last ends at 11 s
     decided = _decided(events)
     assert len(decided) == 7 and all(e.raw_action == "<feedback>" for e in decided)
     fed = [e.t_end for e in decided if e.action == "<feedback>"]
@@ -128,7 +131,7 @@ def test_model_policy_decides_from_the_action_token_logits() -> None:
     scripted = [(3.0, 0.0, 0.0), (0.0, 3.0, 0.0), (0.0, 0.0, 3.0), (0.0, 0.2, 0.0)]
     backend = FakeBackend(action_logits=lambda i: scripted[i])
     cfg = _config(**{"policy.name": "model", "decision.confidence_threshold": 0.5})
-    _, events = _run(cfg, backend, _source(8.0))
+    _, events = _run(cfg, backend, _source(6.5))
     decided = _decided(events)
     p = math.exp(3) / (math.exp(3) + 2)
     assert [(e.raw_action, e.action, e.gate_reason) for e in decided] == [
@@ -143,7 +146,7 @@ def test_model_policy_decides_from_the_action_token_logits() -> None:
 
 def test_feature_cache_encodes_shared_frames_once_and_latencies_are_reported() -> None:
     backend = FakeBackend()
-    summary, events = _run(_config(**{"policy.every_n.n": 100}), backend, _source(8.0))
+    summary, events = _run(_config(**{"policy.every_n.n": 100}), backend, _source(6.5))
     # Adjacent windows share 4 of 16 sampled frames: 16 + 3 x 12 frames encoded for 4 windows.
     assert backend.encoded_frames == 52
     assert summary.cache_hit_rate == pytest.approx(12 / 64)

@@ -15,6 +15,7 @@ from runtime.events import (
     FeedbackStarted,
     FeedbackToken,
     JsonlEventWriter,
+    SourceTruncated,
     WindowDecided,
     WindowSkipped,
     event_from_dict,
@@ -28,6 +29,9 @@ EVENTS: list[Event] = [
     FeedbackFinished(3, "Keep your back straight.", 6, 120.0, 35.5, suppressed=False),
     WindowSkipped(4, "behind"),
     ContextCleared("feedback", window_index=3),
+    WindowSkipped(5, "short_tail", "the last 0.100 s (< window.min_tail_s) after the last window"),
+    SourceTruncated(2.333, 70, 145, "decoded 70 of the 145 frames clip.mp4 announces"),
+    WindowDecided(6, 2.8, 4.8, "<next>", 0.9, "<next>", final=True),
 ]
 
 
@@ -39,6 +43,9 @@ def test_type_strings_and_to_dict() -> None:
         "feedback_finished",
         "window_skipped",
         "context_cleared",
+        "window_skipped",
+        "source_truncated",
+        "window_decided",
     ]
     d = EVENTS[0].to_dict()
     assert list(d)[0] == "type" and d["latency_ms"] == {"encode": 12.5, "decode": 30.0} and d["kv_bytes"] == 1024
@@ -81,6 +88,8 @@ def test_bus_propagates_subscriber_errors() -> None:
 def test_invalid_events_are_errors() -> None:
     with pytest.raises(ValueError, match="reason 'bored'"):
         ContextCleared("bored")
+    with pytest.raises(ValueError, match=r"WindowSkipped reason 'lost' is not one of \('behind'"):
+        WindowSkipped(1, "lost")
     with pytest.raises(ValueError, match="unknown event type 'nope'"):
         event_from_dict({"type": "nope"})
     with pytest.raises(ValueError, match="line 2: invalid event"):

@@ -112,3 +112,40 @@ def test_options_are_honoured_or_refused_by_name(exported_tiny: Path, tmp_path: 
         create_backend("onnxruntime", engines_dir=tmp_path)
     with pytest.raises(BackendError, match="device 'cpu' must be cuda"):
         create_backend("tensorrt", engines_dir=exported_tiny, device="cpu")
+
+
+def test_a_chunked_window_append_equals_one_call(exported_tiny: Path) -> None:
+    """``decode_chunk_rows`` (memory: no [heads, 2452, context] scores at once) computes the same append: a window
+    appended as 512-row calls gives the one-call logits and cache (1e-5 relative), and the positions continue."""
+    f = create_backend("onnxruntime", engines_dir=exported_tiny).facts
+    rng = np.random.default_rng(1)
+    visual = rng.normal(0, 0.02, size=(f.num_visual_tokens, f.hidden_size)).astype(np.float32)
+    results = []
+    for rows in (0, 512):
+        backend = OnnxRuntimeBackend(exported_tiny, intra_op_threads=2, decode_chunk_rows=rows)
+        kv = backend.allocate_kv(6000)
+        backend.decode([list(range(100, 150))], kv)
+        backend.decode([[7], visual, [9]], kv)  # a first window: the second append has a past
+        logits = backend.decode([[7, 8], visual, [9]], kv)
+        results.append((logits, [(k.copy(), v.copy()) for k, v in kv.layer_views()], kv.next_position))
+    (one, one_kv, one_next), (chunked, chunked_kv, chunked_next) = results
+    print(f"chunked vs one call: max |logits diff| {np.abs(one - chunked).max():.2e}")
+    np.testing.assert_allclose(chunked, one, rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
+    for (k, v), (ck, cv) in zip(one_kv, chunked_kv):
+        np.testing.assert_allclose(ck, k, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cv, v, rtol=1e-5, atol=1e-6)
+    assert chunked_next == one_next == 50 + 2 * (f.num_visual_tokens + 2) + 1
+
+
+def test_memory_settings_reach_the_sessions_and_are_validated(exported_tiny: Path, tmp_path: Path) -> None:
+    """``backend.onnxruntime.*``: the arena setting is the sessions' option; bad values and other backends refused."""
+    from runtime.config import OnnxRuntimeConfig
+
+    on = create_backend("onnxruntime", engines_dir=exported_tiny, onnxruntime=OnnxRuntimeConfig(cpu_mem_arena=True))
+    off = create_backend("onnxruntime", engines_dir=exported_tiny)
+    arena = {b.engines["decoder"].session.get_session_options().enable_cpu_mem_arena for b in (on, off)}
+    assert arena == {True, False} and off.decode_chunk_rows == 512
+    with pytest.raises(BackendError, match="decode_chunk_rows = -1: must be >= 0"):
+        OnnxRuntimeBackend(exported_tiny, decode_chunk_rows=-1)
+    with pytest.raises(BackendError, match="onnxruntime settings apply to the onnxruntime backend only"):
+        create_backend("pytorch", model_dir=tmp_path, clip_dir=tmp_path, onnxruntime=OnnxRuntimeConfig())

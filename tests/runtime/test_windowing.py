@@ -157,3 +157,59 @@ def test_sampling_without_frames_is_an_error() -> None:
         sample_window_frames([], Window(3, 4.5, 6.5))
     with pytest.raises(ValueError, match="n = 0"):
         sample_window_frames(frames_at([0.1]), Window(0, 0.0, 2.0), 0)
+
+
+def _ended(end_time: float, **kwargs: float) -> list[Window]:
+    sched = WindowScheduler(2.0, 0.5, latest_wins=False, **kwargs)
+    sched.set_origin(0.0)
+    return sched.end_windows(end_time)
+
+
+def test_an_ended_stream_counts_its_last_frame_duration() -> None:
+    """A 5.00 s file (last frame stamped 4.967 s) completes window [3, 5]: the end time, not the last stamp, decides."""
+    assert [(w.index, w.t_start, w.t_end, w.final) for w in _ended(5.0)] == [
+        (0, 0.0, 2.0, False), (1, 1.5, 3.5, False), (2, 3.0, 5.0, False)]
+
+
+def test_an_ended_stream_gets_a_full_length_final_window_over_its_tail() -> None:
+    """4.8 s: after [1.5, 3.5] the final window is [2.8, 4.8]: window_s long, ending at the end, off the grid."""
+    final = _ended(4.8)[-1]
+    assert (final.index, final.final) == (2, True) and (final.t_start, final.t_end) == pytest.approx((2.8, 4.8))
+
+
+def test_a_stream_shorter_than_one_window_gets_one_window_over_what_exists() -> None:
+    assert _ended(1.2) == [Window(0, 0.0, 1.2, final=True)]
+
+
+def test_a_tail_shorter_than_min_tail_is_taken_once_as_skipped() -> None:
+    """3.6 s with min_tail_s 0.25: no final window; ``tail_skipped`` names window 2 and the 0.1 s, once."""
+    sched = WindowScheduler(2.0, 0.5, latest_wins=False, min_tail_s=0.25)
+    sched.set_origin(0.0)
+    assert [w.index for w in sched.end_windows(3.6)] == [0, 1]
+    sched.poll(3.6 - 1 / 30, end_time=3.6)
+    sched.poll(3.6 - 1 / 30, end_time=3.6)
+    window, tail = sched.tail_skipped(3.6)  # type: ignore[misc]
+    assert window.index == 2 and tail == pytest.approx(0.1)
+    assert sched.tail_skipped(3.6) is None and sched.poll(3.6, end_time=3.6).window is None
+    assert [w.index for w in _ended(3.6, min_tail_s=0.0)] == [0, 1, 2]  # 0 disables the threshold
+
+
+def test_latest_wins_at_the_end_takes_the_final_window_and_skips_the_rest() -> None:
+    sched = WindowScheduler(2.0, 0.5, latest_wins=True)
+    sched.set_origin(0.0)
+    result = sched.poll(8.9, end_time=9.0)
+    assert result.window is not None and result.window.final and result.window.index == 5
+    assert [w.index for w in result.skipped] == [0, 1, 2, 3, 4]
+    assert sched.poll(8.9, end_time=9.0).window is None
+
+
+def test_take_unprocessed_returns_complete_windows_and_the_one_cut_short() -> None:
+    """At 3.6 s windows 0 and 1 are complete, window 2 has frames but never completed; each is taken once."""
+    sched = WindowScheduler(2.0, 0.5, latest_wins=False)
+    sched.set_origin(0.0)
+    assert sched.poll(3.6).window == Window(0, 0.0, 2.0)
+    assert [w.index for w in sched.take_unprocessed(3.6)] == [1, 2]
+    assert sched.take_unprocessed(3.6) == []
+    fresh = WindowScheduler(2.0, 0.5, latest_wins=False)
+    fresh.set_origin(0.0)
+    assert [w.index for w in fresh.take_unprocessed(3.5)] == [0, 1]  # 3.5 s is exactly window 1's end
