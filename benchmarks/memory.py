@@ -123,7 +123,7 @@ def run_variant(name: str, engines: Path, stream_s: float, every_n: int, sample_
     """
     sets = ["policy.name=every_n", f"policy.every_n.n={every_n}", "backend.intra_op_threads=2", *VARIANTS[name]]
     cmd = [sys.executable, "-m", "runtime.webcam", "--engines", str(engines), "--source", "synthetic",
-           "--duration", f"{stream_s:g}", "--no-paced", "--headless", "--log-level", "WARNING"]
+           "--duration", f"{stream_s:g}", "--no-paced", "--headless", "--jsonl", "--log-level", "WARNING"]
     for item in sets:
         cmd += ["--set", item]
     logger.info("variant %s: %s", name, " ".join(cmd[1:]))

@@ -408,7 +408,7 @@ class StreamingEngine:
             self.session.skip(window, "no_frames", detail)
             return
         self._current = window
-        self.session.step(window, frames, self.buffer.latest_timestamp)
+        self.session.step(window, frames, lambda: self.buffer.latest_timestamp)  # read after inference
         self._current = None  # not on an error: _work reports the window that raised
 
     # ------------------------------------------------------------------ results

@@ -137,13 +137,16 @@ class StreamSession:
         self.stats.skipped[reason] += 1
         self._emit(event)
 
-    def step(self, window: Window, frames: Sequence[Frame], latest_timestamp: float | None = None) -> WindowOutcome:
+    def step(
+        self, window: Window, frames: Sequence[Frame], latest_timestamp: Callable[[], float | None] | None = None
+    ) -> WindowOutcome:
         """Decides one complete window (and generates its feedback when the action is ``<feedback>``).
 
         Args:
             window: The window.
             frames: Candidate frames (normally those inside the window); ``num_frames`` are sampled by time.
-            latest_timestamp: Newest captured timestamp when the window is decided (for the lag); default its end.
+            latest_timestamp: Returns the newest captured timestamp; called once the window is decided, after the
+                stages, so the lag includes the inference time (default: no lag, the window's end).
 
         Returns:
             The outcome.
@@ -161,7 +164,8 @@ class StreamSession:
         timings["total"] = (time.perf_counter() - started) * 1e3 + timings["frame_decode"]
         assert work.decision is not None and work.action_logits is not None
         gated = work.decision
-        lag = max(0.0, (latest_timestamp if latest_timestamp is not None else window.t_end) - window.t_end)
+        newest = latest_timestamp() if latest_timestamp is not None else None
+        lag = max(0.0, (newest if newest is not None else window.t_end) - window.t_end)
         decided = WindowDecided(
             window_index=window.index,
             t_start=window.t_start,

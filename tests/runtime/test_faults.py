@@ -256,8 +256,8 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ar
     """Runs ``webcam.main`` on the fake backend (and optionally a given source); returns code, events, summary, err."""
     monkeypatch.setattr(webcam, "backend_from_config", lambda cfg, prefer_checkpoint=False: backend or FakeBackend())
     if source is not None:
-        monkeypatch.setattr(webcam, "build_source", lambda a: source)
-    code = webcam.main(["--headless", "--log-level", "WARNING", *args])
+        monkeypatch.setattr(webcam, "build_source", lambda a, cfg, paced=None: source)
+    code = webcam.main(["--headless", "--jsonl", "--log-level", "WARNING", *args])
     out, err = capsys.readouterr()
     summary = json.loads(err[err.index('{\n "summary"'):])["summary"] if '{\n "summary"' in err else None
     return code, read_jsonl_events(out.splitlines()), summary, err
@@ -376,7 +376,8 @@ def test_cli_small_ring_buffer_is_rejected_before_the_model_loads(monkeypatch: p
 
 
 def _spawn(*args: str, fault: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tests.runtime.fault_cli", *fault, "--", "--headless", "--log-level", "INFO", *args]
+    cmd = [sys.executable, "-m", "tests.runtime.fault_cli", *fault, "--", "--headless", "--jsonl", "--log-level", "INFO",
+           *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -478,3 +479,16 @@ def test_run_summary_lists_ended_by_values_the_cli_maps() -> None:
     assert set(webcam.EXIT_BY_END) | set(failures) == set(ENDED_BY)
     assert all(webcam.exit_code(RunSummary("b", "fp32", "cpu", False, "p", ended_by=e)) == c
                for e, c in webcam.EXIT_BY_END.items())
+
+
+def test_the_lag_includes_the_inference_time() -> None:
+    """``lag_s`` is read when the window is decided: a paced stream whose windows take 0.4 s to infer lags by that
+    much behind each window's end (it was read before inference, so it stayed near 0). A window ending with the
+    stream is decided after it ended: nothing newer exists there."""
+    backend = FakeBackend(before_video=lambda n: time.sleep(0.4))
+    engine, events = _run(SyntheticSource(duration_s=5.0, size=(48, 64), paced=True), _config(), backend)
+    summary = engine.run()
+    decided, _ = check_accounting(events, summary)
+    live = [e for e in decided if e.t_end < 5.0 - 1e-6]
+    assert len(live) >= 2
+    assert all(e.lag_s >= 0.25 for e in live), [e.lag_s for e in live]
