@@ -1,9 +1,7 @@
 """An episode's windows and frames as the runtime cuts them, and their visual rows, cached on disk.
 
-:func:`episode_windows` decodes a video with the runtime's :class:`~runtime.sources.VideoFileSource`, anchors a
-:class:`~runtime.windowing.WindowScheduler` at the first frame and takes every complete window in order (what the
-engine processes with ``window.latest_wins: false``), with the frames the ring buffer would hand over
-(``t_start <= timestamp <= t_end``); :func:`~runtime.windowing.sample_window_frames` picks the 16.
+:func:`~evaluation.episodes.episode_windows` (re-exported here) cuts a video into the runtime's windows and samples
+their frames as ``StreamSession.step`` does.
 
 :func:`window_visual_rows` runs the runtime's own first three stages (:class:`~runtime.stages.ImageStage` with a
 :class:`~runtime.feature_cache.FrameFeatureCache`, :class:`~runtime.stages.FrameSelectStage`,
@@ -19,56 +17,19 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.episodes import EpisodeWindows, episode_windows
 from runtime.backends.base import ModelBackend
 from runtime.config import StreamingConfig
 from runtime.feature_cache import FrameFeatureCache
-from runtime.frames import Frame
-from runtime.sources import VideoFileSource
 from runtime.stages import FrameSelectStage, ImageStage, VideoStage, WindowWork
-from runtime.windowing import Window, WindowScheduler, sample_window_frames
+
+__all__ = ["EpisodeWindows", "FeatureStore", "all_episode_rows", "episode_windows", "window_visual_rows"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EpisodeWindows:
-    """An episode's windows in processing order and their sampled frames.
-
-    Attributes:
-        episode: Episode id.
-        windows: Complete windows, oldest first.
-        frames: The ``frames_per_window`` sampled frames of each window.
-    """
-
-    episode: str
-    windows: list[Window]
-    frames: list[list[Frame]]
-
-
-def episode_windows(episode: str, video: str | Path, cfg: StreamingConfig) -> EpisodeWindows:
-    """Cuts a video into the runtime's windows (see the module docstring).
-
-    Raises:
-        runtime.sources.SourceError: If the video cannot be read.
-        ValueError: If it is shorter than one window.
-    """
-    with VideoFileSource(video, paced=False) as source:
-        frames = list(source)
-    scheduler = WindowScheduler(cfg.window.window_s, cfg.window.overlap_s, latest_wins=False)
-    scheduler.set_origin(frames[0].timestamp)
-    windows = scheduler.ready_windows(frames[-1].timestamp)
-    if not windows:
-        raise ValueError(f"{video}: {frames[-1].timestamp:.2f} s of frames hold no complete {cfg.window.window_s} s window")
-    sampled = [
-        sample_window_frames([f for f in frames if w.t_start <= f.timestamp <= w.t_end], w, cfg.window.frames_per_window)
-        for w in windows
-    ]
-    return EpisodeWindows(episode, windows, sampled)
 
 
 def window_visual_rows(backend: ModelBackend, episode: EpisodeWindows, cfg: StreamingConfig) -> np.ndarray:

@@ -13,9 +13,9 @@ visual towers and projectors included, is frozen. Two adapter sets (``adapters``
   recomputed at every step (see ``context_grad``).
 
 Freshly added action rows are identical (mean-initialised), so their logits tie whatever the hidden state. Before
-training they are split (:func:`split_action_rows`): ``<next>`` keeps the mean, ``<feedback>`` and ``<correct>`` move
-to ``mean +/- s u`` with ``u`` a seeded unit vector and ``s`` the table's RMS row norm; the decision then depends on
-the query's hidden state along ``u``, which the adapters learn to move. Rows that already differ are kept.
+training they are split (:func:`split_action_rows`): row ``a`` moves to ``mean + s u_a`` with ``u_a`` seeded
+orthonormal directions and ``s`` the table's RMS row norm; the decision then depends on the query's hidden state
+along those directions, which the adapters learn to move. Rows that already differ are kept.
 
 Loss per sample:
 
@@ -121,13 +121,17 @@ def split_action_rows(rows: torch.Tensor, table: torch.Tensor, seed: int) -> tor
     if not bool(torch.all(rows == rows[0])):
         return rows
     generator = torch.Generator().manual_seed(seed)
-    u = torch.randn(rows.shape[1], generator=generator, dtype=torch.float32).to(rows.device)
-    u = u / u.norm()
+    u, _ = torch.linalg.qr(torch.randn(rows.shape[1], rows.shape[0], generator=generator, dtype=torch.float32))
     scale = table.float().pow(2).sum(dim=1).mean().sqrt()  # RMS row norm of the embedding table
-    out = rows.clone()
-    out[1] = rows[1] + scale * u
-    out[2] = rows[2] - scale * u
-    return out
+    return rows + scale * u.T.to(rows.device, rows.dtype)  # one orthonormal direction per action
+
+
+def rank_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """Probability that a positive scores above a negative (ties count half); NaN without both."""
+    if not positives or not negatives:
+        return math.nan
+    pos, neg = np.asarray(positives)[:, None], np.asarray(negatives)[None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
 
 
 def class_weights(samples: Iterable[DecisionSample]) -> dict[str, float]:
@@ -311,7 +315,7 @@ class ActionTokenTrainer:
 
     @torch.no_grad()
     def evaluate(self, samples: Sequence[DecisionSample], features: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Teacher-forced p(<feedback>) on the action targets: mean on feedback / next windows, and the accuracy."""
+        """Teacher-forced p(<feedback>) on the action targets: mean on feedback / next windows, accuracy and AUC."""
         p_fb: dict[str, list[float]] = {a: [] for a in ACTION_TOKENS}
         correct = []
         for sample in samples:
@@ -323,6 +327,7 @@ class ActionTokenTrainer:
             correct.append(ACTION_TOKENS[int(torch.argmax(probs))] == sample.action)
         out = {f"p_feedback_on_{a.strip('<>')}": round(float(np.mean(v)), 4) for a, v in p_fb.items() if v}
         out["accuracy"] = round(float(np.mean(correct)), 4) if correct else math.nan
+        out["auc"] = round(rank_auc(p_fb[FEEDBACK], p_fb[ACTION_TOKENS[0]]), 4)
         return out
 
     def merged_state(self) -> dict[str, torch.Tensor]:
