@@ -77,7 +77,7 @@ class TrainSettings:
     Attributes:
         adapters: ``query`` or ``all`` (module docstring).
         epochs: Passes over the samples.
-        lr: AdamW learning rate of the LoRA adapters.
+        lr: AdamW peak learning rate of the LoRA adapters (cosine decay to 0 over the run).
         rows_lr: Learning rate of the action-token rows (``adapters="all"``).
         lora_rank: LoRA rank r (0 trains the action rows only).
         lora_alpha: LoRA alpha.
@@ -90,13 +90,13 @@ class TrainSettings:
     """
 
     adapters: str = "query"
-    epochs: int = 12
-    lr: float = 2e-3
+    epochs: int = 20
+    lr: float = 3e-3
     rows_lr: float = 2e-2
-    lora_rank: int = 8
+    lora_rank: int = 4
     lora_alpha: float = 16.0
-    text_weight: float = 1.0
-    batch: int = 4
+    text_weight: float = 0.5
+    batch: int = 8
     seed: int = 0
     context_grad: str = "none"
     precision: str = "fp32"
@@ -274,12 +274,12 @@ class ActionTokenTrainer:
             target = torch.tensor(ACTION_TOKENS.index(sample.action), device=self.device)
             ce = torch.nn.functional.cross_entropy(action_logits[None], target[None])
             total = total + weights[sample.action] * ce
-            parts["action"] = float(ce)
+            parts["action"] = float(ce.detach())
         if text_logits is not None and self.settings.text_weight > 0:
             target = torch.as_tensor(sample.text_ids, device=self.device)
             ce = torch.nn.functional.cross_entropy(text_logits, target)
             total = total + self.settings.text_weight * ce
-            parts["text"] = float(ce)
+            parts["text"] = float(ce.detach())
         return total, parts
 
     # ------------------------------------------------------------------ loop
@@ -289,6 +289,9 @@ class ActionTokenTrainer:
         logger.info("class weights %s over %d samples", {k: round(v, 3) for k, v in weights.items()}, len(samples))
         useful = [s for s in samples if s.train_action or s.text_ids]
         rng = np.random.default_rng(self.settings.seed)
+        steps = self.settings.epochs * math.ceil(len(useful) / self.settings.batch)
+        # Cosine decay to zero: the last epochs settle instead of jumping between calibrations.
+        schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
         history = []
         for epoch in range(self.settings.epochs):
             started = time.perf_counter()
@@ -305,6 +308,7 @@ class ActionTokenTrainer:
                     counts[key] += 1
                 if step % self.settings.batch == 0 or step == len(order):
                     self.optimizer.step()
+                    schedule.step()
                     self.optimizer.zero_grad(set_to_none=True)
             row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - started, 1)}
             row.update({f"{k}_loss": round(sums[k] / counts[k], 4) for k in sums})
