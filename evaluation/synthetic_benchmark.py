@@ -10,8 +10,9 @@ Writes ``OUT/videos/<episode>.mp4`` (the squat scene of :mod:`runtime.sources.sc
 ``OUT/episodes.json`` (every episode's split, seeds and faults, and the generation settings).
 
 Episodes: the scene's 8 s cycle (3 s standing, 5 s of reps) repeats; one cycle per episode (drawn at random) stays
-clean and every other cycle's rep phase gets a fault of a random kind, starting 0-1.5 s into the reps and lasting
-``fault_s``. The coach should
+clean and every other cycle's rep phase gets a fault of a random kind, starting ``FAULT_START_S`` (1.75-2.5 s) into
+the reps and lasting ``fault_s``. The late start keeps the correction away from the onset of motion: a detector of
+"the figure started moving" must not score as a form checker. The coach should
 speak ``FEEDBACK_DELAY_S`` after the fault starts (once it has seen one rep of it), with the fault's correction text.
 Backgrounds come from a pool of ``rooms`` seeds shared by both splits; fault times, kinds and sensor noise are drawn
 per episode, so the held-out split has unseen faults and noise in known rooms. Everything follows from ``--seed``:
@@ -41,6 +42,8 @@ EXIT_OK, EXIT_USAGE, EXIT_WRITER = 0, 2, 3
 FEEDBACK_DELAY_S = 1.0
 """Ground-truth time of a correction after its fault starts."""
 SPLITS = ("train", "heldout")
+FAULT_START_S = (1.75, 2.5)
+"""Range of a fault's start after its rep phase begins."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,12 @@ class BenchmarkSettings:
 
     seed: int = 0
     train: int = 10
-    heldout: int = 6
+    heldout: int = 8
     duration_s: float = 24.0
     fps: float = 15.0
     size: tuple[int, int] = (120, 160)
     clean_cycles: int = 1
-    fault_s: float = 3.0
+    fault_s: float = 2.5
     rooms: int = 3
 
     def check(self) -> None:
@@ -79,8 +82,8 @@ class BenchmarkSettings:
             raise ValueError(f"--fps {self.fps}: must be in [8, 60] (16 frames per 2 s window)")
         if min(self.size) < 32:
             raise ValueError(f"--size {self.size}: height and width must be >= 32")
-        if not 0 < self.fault_s <= SquatScene.CYCLE_S - SquatScene.STILL_S - 1.5:
-            raise ValueError(f"fault_s {self.fault_s}: must fit in a rep phase after its 0-1.5 s start")
+        if not 0 < self.fault_s <= SquatScene.CYCLE_S - SquatScene.STILL_S - FAULT_START_S[1]:
+            raise ValueError(f"fault_s {self.fault_s}: must fit in a rep phase after its {FAULT_START_S} s start")
         if self.clean_cycles < 0 or self.rooms < 1:
             raise ValueError("clean_cycles must be >= 0 and rooms >= 1")
 
@@ -130,7 +133,7 @@ def plan_episodes(settings: BenchmarkSettings) -> list[EpisodeSpec]:
             for c in range(cycles):
                 if c in clean:
                     continue
-                start = c * SquatScene.CYCLE_S + SquatScene.STILL_S + float(rng.uniform(0.0, 1.5))
+                start = c * SquatScene.CYCLE_S + SquatScene.STILL_S + float(rng.uniform(*FAULT_START_S))
                 kind = FAULT_KINDS[int(rng.integers(len(FAULT_KINDS)))]
                 faults.append(Fault(kind, round(start, 3), round(start + settings.fault_s, 3)))
             room = int(rng.integers(settings.rooms))
