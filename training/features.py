@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,9 +88,12 @@ class FeatureStore:
                     self.loaded += 1
                     return data["rows"]
             logger.info("%s: cached features do not match (video, backend or window settings changed)", path)
+        started = time.perf_counter()
         rows = window_visual_rows(self.backend, episode, self.cfg)
         np.savez(path, rows=rows, key=np.asarray(key))
         self.computed += 1
+        logger.info("%s: visual rows of %d windows in %.1f s -> %s", episode.episode, len(episode.windows),
+                    time.perf_counter() - started, path)
         return rows
 
 
