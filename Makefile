@@ -8,7 +8,8 @@ CLIP ?=
 NAME ?=
 PRESET ?= tiny
 
-.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-memory bench-gpu gpu-check gpu-carry gpu-run clean
+.PHONY: setup test demo gui export export-0.5b parity conformance bench bench-memory bench-gpu gpu-check gpu-carry \
+	gpu-run clean timing-data timing-train timing-eval timing-bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -101,6 +102,31 @@ gpu-carry: $(STAMP)
 
 gpu-run:
 	bash scripts/gpu_run.sh $(GPU_RUN_ARGS)
+
+# When to speak (docs/timing.md, docs/training.md): annotated synthetic episodes -> fine-tuned action tokens on the
+# tiny model -> the model policy against every_n / random / motion on held-out episodes, through the runtime.
+TIMING_DIR ?= artifacts/timing_bench
+TIMING_CFG ?= evaluation/timing_bench.yaml
+TIMING_SEED ?= 0
+
+checkpoints/tiny/model/synthetic.json: $(STAMP)
+	$(BIN)/python -m mobile_videogpt.synthetic --preset tiny --out checkpoints/tiny
+
+timing-data: $(STAMP)
+	$(BIN)/python -m evaluation.synthetic_benchmark --out $(TIMING_DIR) --seed $(TIMING_SEED)
+
+timing-train: $(STAMP) checkpoints/tiny/model/synthetic.json
+	$(BIN)/python -m training --model checkpoints/tiny/model --clip checkpoints/tiny/clip --config $(TIMING_CFG) \
+		--gt $(TIMING_DIR)/train.jsonl --videos $(TIMING_DIR)/videos --features $(TIMING_DIR)/features \
+		--out checkpoints/tiny-coach --threads 2
+	$(BIN)/python -m export --model checkpoints/tiny-coach/model --clip checkpoints/tiny-coach/clip --name tiny-coach \
+		--precision fp32 --threads 2
+
+timing-eval: $(STAMP)
+	$(BIN)/python -m evaluation.policy_benchmark --engines engines/tiny-coach --benchmark $(TIMING_DIR) \
+		--config $(TIMING_CFG) --out $(TIMING_DIR)/results
+
+timing-bench: timing-data timing-train timing-eval
 
 clean:
 	rm -rf engines/* artifacts checkpoints .pytest_cache
