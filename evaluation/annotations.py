@@ -19,8 +19,8 @@ Predictions (``load_predictions``), one or many files:
 * **runtime events JSONL** (``runtime.events``; one run per file unless lines carry an ``episode`` key): a
   prediction is a ``window_decided`` with action ``<feedback>`` whose ``feedback_finished`` was not suppressed as a
   repeat (a suppressed text is never shown). Its **decision time** is the window's ``t_end``; its **delivery time**
-  is ``t_end + lag_s`` plus the window's compute (``latency_ms.total``) and the time to the first token
-  (``ttft_ms``): when the first word can appear. An optional speech event ``{"type": "speech_started",
+  is ``t_end + lag_s`` (the stream time when the decision was made: the backlog plus the window's compute) plus the
+  time to the first token (``ttft_ms``): when the first word can appear. An optional speech event ``{"type": "speech_started",
   "window_index": k, "t": stream s}`` or ``{..., "delay_s": s}`` (audio start after the text's delivery; also read
   as ``audio_delay_s`` on ``feedback_finished``) gives the **audio time** (``--speak`` runs). The episode id is the
   ``--episode FILE=ID`` mapping, else the file's stem;
@@ -286,9 +286,8 @@ def _one_run(records: Sequence[tuple[int, dict[str, Any]]], path: Path) -> Predi
                 out.suppressed += 1
                 continue
             text, ttft_s = str(fin.get("text", "")), _number(fin.get("ttft_ms", 0.0), f"{where}: ttft_ms") / 1e3
-        lag = _number(d.get("lag_s", 0.0), f"{where}: lag_s")
-        compute = _number(dict(d.get("latency_ms") or {}).get("total", 0.0), f"{where}: latency_ms.total") / 1e3
-        delivered = t_end + lag + compute + ttft_s
+        lag = _number(d.get("lag_s", 0.0), f"{where}: lag_s")  # read at the decision: inference included
+        delivered = t_end + lag + ttft_s
         out.decision.append(TimedText(t_end, text))
         out.delivery.append(TimedText(delivered, text))
         if has_speech:

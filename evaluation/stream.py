@@ -136,7 +136,9 @@ def stream_episode(
         for window in windows:
             begin = max(window.t_end, free_at)
             t0 = time.perf_counter()
-            session.step(window, frames_in(frames, window), latest_timestamp=begin)
+            # The stream time when the decision is made: the worker's start plus the inference it took.
+            session.step(window, frames_in(frames, window),
+                         latest_timestamp=lambda: begin + (time.perf_counter() - t0))  # noqa: B023 - called at once
             free_at = begin + (time.perf_counter() - t0)
         summary = session.summary(wall_s=time.perf_counter() - started, stream_s=frames[-1].timestamp,
                                   frames_captured=len(frames))

@@ -32,11 +32,10 @@ from engine_format.prompt import streaming_prompt_ids
 from evaluation.annotations import AnnotationError, load_ground_truth
 from runtime.backends import BackendError
 from runtime.config import ConfigError, apply_overrides, load_config
-from runtime.session import resolve_stop_ids
 from runtime.sources import SourceError
 from training.export_checkpoint import SAVE_DTYPES, write_checkpoint
 from training.features import FeatureStore, episode_windows
-from training.sequences import LabelError, build_samples, label_windows
+from training.sequences import LabelError, build_samples, feedback_stop_id, label_windows
 from training.trainer import ADAPTERS, CONTEXT_GRADS, PRECISIONS, TrainSettings
 
 logger = logging.getLogger("training")
@@ -102,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = TorchBackend(args.model, args.clip, device=args.device, threads=args.threads)
         tokenizer = backend.load_tokenizer()
         prompt = streaming_prompt_ids(tokenizer.encode, cfg.generation.instruction)
-        stop_id = resolve_stop_ids(tokenizer, cfg.generation.stop_tokens)[0]
+        stop_id = feedback_stop_id(backend, tokenizer, cfg)
         store = FeatureStore(args.features or args.out.parent / "features", backend,
                              checkpoint_fingerprint(args.model, args.clip)["sha256"], cfg)
         episodes = sorted(gt)[: args.max_episodes]

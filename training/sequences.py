@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,12 @@ from engine_format.vocab import FEEDBACK, NEXT, ActionTokenIds
 from evaluation.matching import TimedText
 from runtime.config import ConfigError, StreamingConfig
 from runtime.context import DecoderContext
+from runtime.generation import resolve_generation
 from runtime.windowing import Window
 from training.symbolic import Entries, SymbolicBackend, VisualRef
+
+#: The token that ends an assistant turn in the chat template, and so a trained feedback.
+TURN_END = "<|im_end|>"
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +147,7 @@ def build_samples(
         cfg: The streaming configuration the runtime will run with.
         facts: The model's facts.
         action_ids: Ids of the action tokens.
-        stop_id: The id that ends a feedback (the first ``generation.stop_tokens`` entry).
+        stop_id: The id that ends a feedback (:func:`feedback_stop_id`).
 
     Raises:
         ConfigError: If a window does not fit ``context.max_tokens``, or a correction's ids plus the stop id exceed
@@ -179,3 +184,23 @@ def build_samples(
             context.close_turn(action_ids.id_of(label.action))
         samples.append(sample)
     return samples
+
+
+def feedback_stop_id(backend: Any, tokenizer: Any, cfg: StreamingConfig) -> int:
+    """The token a trained feedback ends with: ``<|im_end|>``, the chat turn's end, which must stop the runtime.
+
+    Args:
+        backend: The model backend (its checkpoint generation config and stop ids).
+        tokenizer: The model's tokenizer.
+        cfg: The streaming configuration the runtime will run.
+
+    Raises:
+        ConfigError: If the runtime's stop ids (``generation.stop_tokens``, else the checkpoint's) do not include it:
+            the runtime would never stop where the model learned to.
+    """
+    settings = resolve_generation(cfg.generation, backend.generation, backend.facts.eos_token_ids, tokenizer)
+    stop_id = tokenizer.single_token_id(TURN_END, "the chat turn end")
+    if stop_id not in settings.stop_ids:
+        raise ConfigError(f"generation.stop_tokens: the runtime's stop ids {sorted(settings.stop_ids)} do not include "
+                          f"{TURN_END} ({stop_id}), the token a trained feedback ends with")
+    return stop_id

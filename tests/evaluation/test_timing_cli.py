@@ -26,7 +26,8 @@ def _decided(index: int, t_end: float, action: str, lag: float = 0.0, total_ms: 
 
 
 def test_runtime_events_give_decision_and_delivery_times(tmp_path: Path) -> None:
-    """Decision = t_end; delivery adds lag, compute and time to first token; suppressed repeats are not predictions."""
+    """Decision = t_end; delivery adds the lag (compute included) and the time to first token; suppressed repeats are
+    not predictions."""
     log = _write_jsonl(tmp_path / "ep1.jsonl", [
         _decided(0, 2.0, "<next>"),
         _decided(1, 3.5, "<feedback>", lag=0.25, total_ms=500.0),
@@ -36,7 +37,7 @@ def test_runtime_events_give_decision_and_delivery_times(tmp_path: Path) -> None
     ])
     run = load_predictions([log])["ep1"]
     assert [(x.t, x.text) for x in run.decision] == [(3.5, "Knees out")]
-    assert run.delivery[0].t == pytest.approx(3.5 + 0.25 + 0.5 + 0.25)
+    assert run.delivery[0].t == pytest.approx(3.5 + 0.25 + 0.25)
     assert (run.suppressed, run.window_ends, run.audio) == (1, [2.0, 3.5, 5.0], None)
 
 

@@ -75,7 +75,7 @@ def _config(clear_after_feedback: bool) -> StreamingConfig:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eleven seconds of the synthetic scene at 15 fps (six complete windows)."""
+    """Eleven seconds of the synthetic scene at 15 fps (seven windows; the last, [9, 11], ends with the file)."""
     return write_sample_video(tmp_path_factory.mktemp("seq") / "ep.mp4", fps=15.0, duration_s=11.0, size=(48, 64))
 
 
@@ -90,14 +90,14 @@ def test_training_sequences_equal_what_the_streaming_decoder_holds(video: Path, 
     backend, tokenizer = MarkingBackend(), CharTokenizer()
     engine = StreamingEngine(cfg, backend, VideoFileSource(video, paced=False), EventBus(), tokenizer)
     summary = engine.run()
-    assert summary.windows_processed == 6 and summary.feedbacks == len(FEEDBACK_WINDOWS)
+    assert summary.windows_processed == 7 and summary.feedbacks == len(FEEDBACK_WINDOWS)
 
     episode = episode_windows("ep", video, cfg)
-    labels = [WindowLabel(FEEDBACK, "Go!") if k in FEEDBACK_WINDOWS else WindowLabel(NEXT) for k in range(6)]
+    labels = [WindowLabel(FEEDBACK, "Go!") if k in FEEDBACK_WINDOWS else WindowLabel(NEXT) for k in range(7)]
     prompt = streaming_prompt_ids(tokenizer.encode, cfg.generation.instruction)
     samples = build_samples("ep", episode.windows, labels, prompt, tokenizer.encode, cfg, backend.facts,
                             backend.action_token_ids, SPECIAL["<|im_end|>"])
-    assert len(samples) == len(backend.snapshots) == 6
+    assert len(samples) == len(backend.snapshots) == 7
     for sample, (code, rows, positions) in zip(samples, backend.snapshots):
         np.testing.assert_array_equal(sample.context.code, code)
         np.testing.assert_array_equal(sample.context.row, rows)

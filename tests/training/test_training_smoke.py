@@ -20,11 +20,11 @@ from evaluation.matching import TimedText
 from evaluation.synthetic_benchmark import write_video
 from mobile_videogpt.checkpoint import load_model
 from runtime.config import apply_overrides, load_config
-from runtime.session import StreamSession, resolve_stop_ids
+from runtime.session import StreamSession
 from runtime.sources.scene import Fault, SquatScene
 from training.export_checkpoint import write_checkpoint
 from training.features import window_visual_rows
-from training.sequences import build_samples, label_windows
+from training.sequences import build_samples, feedback_stop_id, label_windows
 from training.trainer import ActionTokenTrainer, TrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_fine_tuned_checkpoint_makes_the_runtime_decide_as_training_computed(
     labels = label_windows("ep", episode.windows, [TimedText(4.2, "Push your knees out over your toes.")], cfg)
     prompt = streaming_prompt_ids(tokenizer.encode, cfg.generation.instruction)
     samples = build_samples("ep", episode.windows, labels, prompt, tokenizer.encode, cfg, backend.facts,
-                            backend.action_token_ids, resolve_stop_ids(tokenizer, cfg.generation.stop_tokens)[0])
+                            backend.action_token_ids, feedback_stop_id(backend, tokenizer, cfg))
     trainer = ActionTokenTrainer(backend.model, backend.action_token_ids, TrainSettings(epochs=1, batch=2))
     history = trainer.fit(samples, {"ep": rows})
     assert np.isfinite(history[0]["action_loss"]) and history[0]["text_loss"] > 0
