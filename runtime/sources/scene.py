@@ -10,7 +10,9 @@ Form faults (:class:`Fault`) can be injected at known stream times for the annot
 (``evaluation.synthetic_benchmark``): ``knees_caving`` (the knee collapses inwards, behind the hip-foot line),
 ``back_rounding`` (the torso bows into a curve and the head drops) and ``fast_tempo`` (reps at twice the speed). Each
 kind has a ground-truth correction text (:data:`FAULT_CORRECTIONS`). Without faults the frames are exactly those of
-the plain scene.
+the plain scene. A fault develops over :data:`FAULT_RAMP_S` at each end, as form breaks down in a real set, and the
+posture faults keep the rep's range of motion: no frame jumps at a fault's onset and the motion energy stays that of
+a clean rep, so a motion detector cannot tell a posture fault from a good rep (only the tempo fault moves faster).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ FAULT_CORRECTIONS: dict[str, str] = {
     "fast_tempo": "Slow down and control the descent.",
 }
 FAULT_KINDS: tuple[str, ...] = tuple(FAULT_CORRECTIONS)
+#: Seconds over which a fault develops after its start and fades before its end (smoothstep).
+FAULT_RAMP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,14 @@ class Fault:
     def active(self, t: float) -> bool:
         """Whether the fault is shown at time ``t``."""
         return self.t_start <= t < self.t_end
+
+    def severity(self, t: float) -> float:
+        """How developed the fault is at ``t``, in ``[0, 1]``: a smoothstep over :data:`FAULT_RAMP_S` at each end."""
+        if not self.active(t):
+            return 0.0
+        ramp = min(FAULT_RAMP_S, 0.5 * (self.t_end - self.t_start))
+        x = min(1.0, (t - self.t_start) / ramp, (self.t_end - t) / ramp)
+        return x * x * (3.0 - 2.0 * x)
 
 
 class SquatScene:
@@ -123,11 +135,15 @@ class SquatScene:
         return next((f for f in self.faults if f.active(t)), None)
 
     def depth_at(self, t: float) -> float:
-        """Squat depth at ``t`` including a ``fast_tempo`` fault (reps at twice the speed, from the fault's start)."""
+        """Squat depth at ``t`` including a ``fast_tempo`` fault (reps at twice the speed from the fault's start,
+        blended in by its severity so the depth never jumps)."""
         fault = self.fault_at(t)
+        normal = self.squat_depth(t)
         if fault is None or fault.kind != "fast_tempo" or not self.is_moving(t):
-            return self.squat_depth(t)
-        return 0.5 * (1.0 - math.cos(2.0 * math.pi * (t - fault.t_start) / (0.5 * self.REP_S)))
+            return normal
+        fast = 0.5 * (1.0 - math.cos(2.0 * math.pi * (t - fault.t_start) / (0.5 * self.REP_S)))
+        s = fault.severity(t)
+        return (1.0 - s) * normal + s * fast
 
     def render(self, t: float, index: int) -> np.ndarray:
         """The RGB ``uint8`` frame at stream time ``t``; ``index`` seeds its sensor noise."""
@@ -136,7 +152,7 @@ class SquatScene:
         if fault is None:
             self._draw_figure(image, self.squat_depth(t))
         else:
-            self._draw_figure(image, self.depth_at(t), fault.kind)
+            self._draw_figure(image, self.depth_at(t), fault.kind, fault.severity(t))
         if self.noise_std > 0:
             rng = np.random.default_rng((self.noise_seed, index))
             noise = rng.normal(0.0, self.noise_std, size=image.shape)
@@ -157,24 +173,25 @@ class SquatScene:
         wall[floor_y:] = (95, 80, 60)
         return np.clip(wall, 0, 255).astype(np.uint8)
 
-    def _draw_figure(self, image: np.ndarray, depth: float, fault: str | None = None) -> None:
+    def _draw_figure(self, image: np.ndarray, depth: float, fault: str | None = None, severity: float = 1.0) -> None:
         height, width = self.size
         cx = width / 2.0
         thick = max(2, height // 40)
+        s = severity
         foot = (cx, 0.9 * height)
         hip = (cx - 0.10 * width * depth, (0.56 + 0.16 * depth) * height)
         knee = (cx + 0.10 * width * depth, (0.73 + 0.03 * depth) * height)
         if fault == "knees_caving":  # the knee falls in behind the hip-foot line instead of tracking the toes
-            knee = (cx - 0.16 * width * (0.3 + depth), (0.70 + 0.06 * depth) * height)
+            knee = (cx + (0.10 - 0.22 * s) * width * depth, (0.73 + 0.03 * depth) * height)
         torso = 0.24 * height
         lean = 0.5 * depth  # radians of forward lean at the bottom of a squat
         if fault == "back_rounding":
-            lean = 0.35 + 0.9 * depth  # the chest collapses forward
+            lean += 0.35 * s  # the chest collapses forward (the same range of motion, offset)
         shoulder = (hip[0] + torso * math.sin(lean), hip[1] - torso * math.cos(lean))
         hand = (shoulder[0] + 0.16 * width * (0.3 + 0.7 * depth), shoulder[1] + 0.10 * height * (1.0 - depth))
         head = (shoulder[0] + 0.02 * width * depth, shoulder[1] - 0.07 * height)
-        if fault == "back_rounding":
-            head = (shoulder[0] + 0.07 * width, shoulder[1] + 0.02 * height)  # head drops below the shoulders
+        if fault == "back_rounding":  # the head drops towards the shoulders
+            head = (head[0] + s * (0.07 * width - 0.02 * width * depth), head[1] + s * 0.09 * height)
 
         def pt(p: tuple[float, float]) -> tuple[int, int]:
             return int(round(p[0])), int(round(p[1]))
@@ -183,7 +200,7 @@ class SquatScene:
         cv2.line(image, pt(foot), pt(knee), leg_colour, thick, cv2.LINE_AA)
         cv2.line(image, pt(knee), pt(hip), leg_colour, thick, cv2.LINE_AA)
         if fault == "back_rounding":  # a bowed spine: hip -> bulge behind the straight line -> shoulder
-            mid = ((hip[0] + shoulder[0]) / 2.0 - 0.09 * width, (hip[1] + shoulder[1]) / 2.0 - 0.06 * height)
+            mid = ((hip[0] + shoulder[0]) / 2.0 - s * 0.09 * width, (hip[1] + shoulder[1]) / 2.0 - s * 0.06 * height)
             cv2.polylines(image, [np.array([pt(hip), pt(mid), pt(shoulder)], np.int32)], False, body_colour,
                           thick + 2, cv2.LINE_AA)
         else:

@@ -26,10 +26,30 @@ def test_frames_outside_a_fault_are_the_plain_scenes() -> None:
 
 
 def test_fast_tempo_doubles_the_rep_speed_during_the_fault() -> None:
-    """Half a normal rep after the fault starts the figure is back up, as after a full fast rep."""
-    scene = SquatScene((64, 80), faults=[Fault("fast_tempo", 4.0, 6.0)])
-    assert scene.depth_at(4.0 + SquatScene.REP_S / 2) == pytest.approx(0.0, abs=1e-9)
-    assert scene.depth_at(4.0 + SquatScene.REP_S / 4) == pytest.approx(1.0)
+    """Once developed, a normal rep's time holds two fast reps: up after each, down half-way."""
+    scene = SquatScene((64, 80), faults=[Fault("fast_tempo", 4.0, 6.5)])
+    assert scene.depth_at(4.0 + SquatScene.REP_S) == pytest.approx(0.0, abs=1e-9)
+    assert scene.depth_at(4.0 + 0.75 * SquatScene.REP_S) == pytest.approx(1.0)
+
+
+def _motion_energy(scene: SquatScene, t0: float, t1: float, fps: float = 15.0) -> float:
+    grey = [scene.render(t, i).astype(np.float32).mean(-1) for i, t in enumerate(np.arange(t0, t1, 1.0 / fps))]
+    return float(np.mean([np.abs(a - b).mean() for a, b in zip(grey[1:], grey[:-1])]))
+
+
+@pytest.mark.parametrize("kind", ["knees_caving", "back_rounding", "fast_tempo"])
+def test_a_fault_develops_without_a_jump_and_posture_faults_keep_the_motion_energy(kind: str) -> None:
+    """No frame jumps at the onset (a motion detector would see the jump, not the form): one frame in, the faulted
+    frame differs from the plain one by less than a clean rep moves per frame; a posture fault moves as much as a
+    clean rep (within 10%), the tempo fault visibly more."""
+    fault = Fault(kind, 5.0, 7.5)
+    scene = SquatScene((120, 160), seed=1, noise_std=0.0, faults=[fault])
+    plain = SquatScene((120, 160), seed=1, noise_std=0.0)
+    onset = np.abs(scene.render(5.0 + 1 / 15, 1).astype(np.float32) - plain.render(5.0 + 1 / 15, 1)).mean()
+    per_frame = _motion_energy(plain, 5.0, 7.5)
+    assert onset < per_frame
+    ratio = _motion_energy(scene, 5.0, 7.5) / per_frame
+    assert (ratio > 1.3) if kind == "fast_tempo" else (0.9 < ratio < 1.1)
 
 
 def test_overlapping_faults_are_rejected() -> None:
