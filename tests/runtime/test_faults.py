@@ -273,6 +273,19 @@ def test_cli_truncated_source_exits_5_with_the_warning_and_summary(monkeypatch: 
     check_accounting(events, summary, end_time=70 / FPS)
 
 
+@pytest.mark.parametrize("kind", ["truncated", "corrupt"])
+def test_cli_on_a_cut_or_corrupt_mp4_exits_5_with_the_warning(kind: str, test_videos: Any,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9 item 1 end to end: a real file cut to half its bytes, or with random bytes at its midpoint, decodes
+    part of its frames; the run decides what it read, warns, ends ``source_truncated`` and exits 5, not 0."""
+    code, events, summary, err = _cli(monkeypatch, capsys, ["--no-paced", "--source", str(getattr(test_videos, kind))])
+    assert code == webcam.EXIT_TRUNCATED
+    assert [e for e in events if isinstance(e, SourceTruncated)] and summary is not None
+    assert summary["ended_by"] == "source_truncated" and summary["windows_processed"] >= 1
+    check_accounting(events, summary)
+
+
 def test_cli_foreign_source_error_exits_3_with_one_line_and_the_summary(monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 9 items 3 and 4: a ``cv2.error`` from the source mid-stream is a source error: exit 3, no traceback."""
