@@ -35,7 +35,7 @@ from evaluation.episodes import decode_episode, frames_in
 from runtime.backends import BackendError, backend_from_config
 from runtime.backends.base import ImageFeatures, ModelBackend, Segment
 from runtime.backends.kv import KVCache
-from runtime.config import ConfigError, StreamingConfig, apply_overrides, load_config
+from runtime.config import ConfigError, StreamingConfig, apply_overrides, load_config, parse_overrides
 from runtime.events import JsonlEventWriter
 from runtime.session import StreamSession
 from runtime.sources import SourceError
@@ -171,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
-        if len(overrides) != len(args.overrides):
-            raise ConfigError("--set expects KEY=VALUE")
+        overrides = parse_overrides(args.overrides)
         cfg = apply_overrides(load_config(args.config), {**overrides, "backend.engines_dir": args.engines})
         episodes = sorted(load_ground_truth(args.gt))
         backend: ModelBackend = backend_from_config(cfg.backend)

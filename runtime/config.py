@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -615,6 +615,21 @@ def _validate_camera(cam: CameraConfig) -> None:
         f"must be >= camera.reconnect_backoff_s ({cam.reconnect_backoff_s}) and <= 300",
     )
     _check(1 <= cam.probe_frames <= 300, "camera.probe_frames", cam.probe_frames, "must be in [1, 300]")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["a.b=1", ...]`` -> ``{"a.b": "1"}``.
+
+    Raises:
+        ConfigError: For an item without ``=``.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set policy.name=motion")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def frames_per_window_at(window_s: float, fps: float) -> int:

@@ -47,7 +47,14 @@ import cv2
 import yaml
 
 from runtime.backends import BackendError, backend_from_config
-from runtime.config import ConfigError, StreamingConfig, apply_overrides, check_ring_buffer, load_config
+from runtime.config import (
+    ConfigError,
+    StreamingConfig,
+    apply_overrides,
+    check_ring_buffer,
+    load_config,
+    parse_overrides,
+)
 from runtime.engine import StreamingEngine
 from runtime.events import EventBus
 from runtime.memory import limit_heap_growth
@@ -197,21 +204,6 @@ def positive_seconds(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds > 0")
     return value
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    """``["a.b=1", ...]`` -> ``{"a.b": "1"}``.
-
-    Raises:
-        ConfigError: For an item without ``=``.
-    """
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set policy.name=motion")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def resolve_config(args: argparse.Namespace) -> StreamingConfig:

@@ -31,7 +31,7 @@ from engine_format.manifest import checkpoint_fingerprint
 from engine_format.prompt import streaming_prompt_ids
 from evaluation.annotations import AnnotationError, load_ground_truth
 from runtime.backends import BackendError
-from runtime.config import ConfigError, apply_overrides, load_config
+from runtime.config import ConfigError, apply_overrides, load_config, parse_overrides
 from runtime.sources import SourceError
 from training.export_checkpoint import SAVE_DTYPES, write_checkpoint
 from training.features import FeatureStore, episode_windows
@@ -91,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings.check()
-        overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
-        if len(overrides) != len(args.overrides):
-            raise ConfigError("--set expects KEY=VALUE")
+        overrides = parse_overrides(args.overrides)
         cfg = apply_overrides(load_config(args.config), overrides)
         gt = load_ground_truth(args.gt)
         from runtime.backends.torch_backend import TorchBackend  # torch only once the arguments are good
