@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("chosen on the training split: %s", chosen)
 
     reports: dict[str, Any] = {}
+    recall_by_text: dict[str, dict[str, list[int]]] = {}
     for name, overrides in chosen.items():
         backend.memoize = name != "model"
         run_dir = out / "heldout" / name
@@ -179,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pred: Mapping[str, Predictions] = load_predictions([run_dir / f"{e}.jsonl" for e in sorted(gt_held)])
         reports[name] = evaluate(gt_held, pred, args.tolerance, window_s=base.window.window_s,
                                  stride_s=base.window.window_s - base.window.overlap_s)
+        recall_by_text[name] = _recall_by_text(gt_held, pred, args.tolerance)
     results = {
         "benchmark": str(args.benchmark), "engines": str(args.engines), "config": base.to_dict(),
         "tolerance_s": args.tolerance, "random_weights": bool(backend.random_weights),
@@ -186,6 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "heldout": {name: {k: r[k] for k in ("f", "precision", "recall", "mean_abs_dt", "n_gt", "n_pred",
                                              "matched_gt", "matched_pred", "cues_per_min", "text")}
                     | {"delivery_f": r["delivery"]["f"], "delivery_mean_abs_dt": r["delivery"]["mean_abs_dt"]}
+                    | {"recall_by_text": recall_by_text[name]}
                     for name, r in reports.items()},
         "evaluator_baselines": reports["model"]["baselines"],
         "seconds": round(time.perf_counter() - started, 1),
@@ -194,6 +197,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(render(results) + "\n")
     return results
+
+
+def _recall_by_text(gt: Mapping[str, Episode], pred: Mapping[str, Predictions], tolerance_s: float
+                    ) -> dict[str, list[int]]:
+    """``{correction text: [matched, total]}`` at decision time: which kinds of fault a policy catches.
+
+    Each text's ground truth is matched alone against all predictions (the recall pass of :func:`score`), so a
+    prediction near two faults of different kinds counts for both: a per-kind view, not a partition of the recall.
+    """
+    texts = sorted({item.text for ep in gt.values() for item in ep.items})
+    out: dict[str, list[int]] = {}
+    for text in texts:
+        gt_text = {e: [x for x in ep.items if x.text == text] for e, ep in gt.items()}
+        counts = score(gt_text, {e: p.decision for e, p in pred.items()}, tolerance_s)
+        out[text] = [counts.matched_gt, counts.n_gt]
+    return out
 
 
 def render(results: Mapping[str, Any]) -> str:
@@ -217,14 +236,24 @@ def render(results: Mapping[str, Any]) -> str:
                          key=lambda b: b["f"])
     lines.append(f"| {best_metronome['baseline']} (evaluator) | - | {best_metronome['f']:.3f} | "
                  f"{best_metronome['precision']:.3f} | {best_metronome['recall']:.3f} | - | - | - |")
+    texts = sorted({t for row in held.values() for t in row.get("recall_by_text", {})})
+    if texts:
+        lines += ["", "Recall by correction (matched / ground truth, decision time):", "",
+                  "| policy | " + " | ".join(texts) + " |", "|---|" + "---|" * len(texts)]
+        lines += [f"| {name} | " + " | ".join("{} / {}".format(*row["recall_by_text"].get(t, (0, 0))) for t in texts)
+                  + " |" for name, row in held.items()]
     others = {k: v["f"] for k, v in held.items() if k != "model"}
     margin = held["model"]["f"] - max(others.values())
     verdict = "beats" if margin > 0 else "does not beat"
     lines += ["", f"model {verdict} every runtime baseline in held-out F (margin {margin:+.3f} over the best, "
-                  f"{max(others, key=others.get)}). Text on matched pairs: ROUGE-L "
-                  f"{held['model']['text']['rouge_l'] if held['model']['text']['rouge_l'] is not None else '-'}.",
+                  f"{max(others, key=others.get)}). Text on matched pairs: ROUGE-L {_rouge(held['model'])}.",
               "", f"Reproduce: `{results['command']}` ({results['seconds']:.0f} s)."]
     return "\n".join(lines)
+
+
+def _rouge(row: Mapping[str, Any]) -> str:
+    value = row["text"]["rouge_l"]
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

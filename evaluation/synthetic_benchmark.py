@@ -10,7 +10,7 @@ Writes ``OUT/videos/<episode>.mp4`` (the squat scene of :mod:`runtime.sources.sc
 ``OUT/episodes.json`` (every episode's split, seeds and faults, and the generation settings).
 
 Episodes: the scene's 8 s cycle (3 s standing, 5 s of reps) repeats; one cycle per episode (drawn at random) stays
-clean and every other cycle's rep phase gets a fault of a random kind, starting ``FAULT_START_S`` (1.75-2.5 s) into
+clean and every other cycle's rep phase gets a fault (kinds balanced within each split, in a seeded order), starting ``FAULT_START_S`` (1.75-2.5 s) into
 the reps and lasting ``fault_s``. The late start keeps the correction away from the onset of motion: a detector of
 "the figure started moving" must not score as a form checker. The coach should
 speak ``FEEDBACK_DELAY_S`` after the fault starts (once it has seen one rep of it), with the fault's correction text.
@@ -120,13 +120,26 @@ class EpisodeSpec:
         return lines + [{"episode": self.id, "duration": self.duration_s}]
 
 
+def _balanced_kinds(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` fault kinds, each of :data:`FAULT_KINDS` ``n // 3`` or ``n // 3 + 1`` times, in a seeded order."""
+    reps = -(-n // len(FAULT_KINDS))
+    extra = rng.permutation(len(FAULT_KINDS))  # which kinds get the remainder
+    pool = [kind for _ in range(reps - 1) for kind in FAULT_KINDS]
+    pool += [FAULT_KINDS[int(i)] for i in extra[: n - len(pool)]]
+    return [pool[int(i)] for i in rng.permutation(len(pool))]
+
+
 def plan_episodes(settings: BenchmarkSettings) -> list[EpisodeSpec]:
     """The episodes ``settings`` describe (deterministic in ``settings.seed``)."""
     settings.check()
     rng = np.random.default_rng(settings.seed)
     cycles = int(settings.duration_s // SquatScene.CYCLE_S)
     specs: list[EpisodeSpec] = []
+    faulted = max(0, cycles - settings.clean_cycles)
     for split, count in zip(SPLITS, (settings.train, settings.heldout)):
+        # Fault kinds are balanced within a split (each kind equally often, in a seeded order): independent draws
+        # can leave a split dominated by one kind (seed 0 drew 11 of 16 held-out faults as fast_tempo).
+        kinds = iter(_balanced_kinds(rng, count * faulted))
         for k in range(count):
             faults = []
             clean = set(rng.permutation(cycles)[: settings.clean_cycles].tolist())
@@ -134,8 +147,7 @@ def plan_episodes(settings: BenchmarkSettings) -> list[EpisodeSpec]:
                 if c in clean:
                     continue
                 start = c * SquatScene.CYCLE_S + SquatScene.STILL_S + float(rng.uniform(*FAULT_START_S))
-                kind = FAULT_KINDS[int(rng.integers(len(FAULT_KINDS)))]
-                faults.append(Fault(kind, round(start, 3), round(start + settings.fault_s, 3)))
+                faults.append(Fault(next(kinds), round(start, 3), round(start + settings.fault_s, 3)))
             room = int(rng.integers(settings.rooms))
             noise_seed = int(rng.integers(1_000_000))
             specs.append(EpisodeSpec(f"{split}_{k:02d}", split, room, noise_seed, settings.duration_s, faults))

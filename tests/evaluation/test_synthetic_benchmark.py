@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from evaluation.annotations import load_ground_truth
 from evaluation.synthetic_benchmark import FEEDBACK_DELAY_S, BenchmarkSettings, load_benchmark, main, plan_episodes
-from runtime.sources.scene import Fault, SquatScene
+from runtime.sources.scene import FAULT_KINDS, Fault, SquatScene
 
 
 def test_frames_outside_a_fault_are_the_plain_scenes() -> None:
@@ -79,3 +80,11 @@ def test_cli_writes_videos_and_ground_truth(tmp_path: Path) -> None:
     assert [x.t for x in gt.items] == pytest.approx([f.t_start + FEEDBACK_DELAY_S for f in specs[0].faults])
     assert gt.duration_s == 16.0 and (out / "videos" / "heldout_00.mp4").stat().st_size > 0
     assert json.loads((out / "episodes.json").read_text())["settings"]["seed"] == 0
+
+
+def test_fault_kinds_are_balanced_within_each_split() -> None:
+    """Each split shows every kind equally often (to one): a split dominated by one kind would measure that kind."""
+    specs = plan_episodes(BenchmarkSettings(seed=0))
+    for split in ("train", "heldout"):
+        counts = Counter(f.kind for e in specs if e.split == split for f in e.faults)
+        assert set(counts) == set(FAULT_KINDS) and max(counts.values()) - min(counts.values()) <= 1, counts
