@@ -20,9 +20,11 @@ Predictions (``load_predictions``), one or many files:
   prediction is a ``window_decided`` with action ``<feedback>`` whose ``feedback_finished`` was not suppressed as a
   repeat (a suppressed text is never shown). Its **decision time** is the window's ``t_end``; its **delivery time**
   is ``t_end + lag_s`` (the stream time when the decision was made: the backlog plus the window's compute) plus the
-  time to the first token (``ttft_ms``): when the first word can appear. An optional speech event ``{"type": "speech_started",
-  "window_index": k, "t": stream s}`` or ``{..., "delay_s": s}`` (audio start after the text's delivery; also read
-  as ``audio_delay_s`` on ``feedback_finished``) gives the **audio time** (``--speak`` runs). The episode id is the
+  time to the first token (``ttft_ms``): when the first word can appear. The **audio time** (``--speak`` runs) comes
+  from the runtime's ``feedback_spoken`` event: ``audio_start_t`` (seconds since the stream's first frame) when its
+  status is ``spoken``; a feedback the speaker superseded, found empty or failed on was never heard, so it is no
+  prediction at audio time. Other loggers may give ``{"type": "speech_started", "window_index": k, "t": stream s}``
+  or ``{..., "delay_s": s}`` (audio start after the delivery time), or ``audio_delay_s`` on ``feedback_finished``. The episode id is the
   ``--episode FILE=ID`` mapping, else the file's stem;
 * **simple JSONL** as for ground truth (decision = delivery = audio time).
 """
@@ -255,21 +257,25 @@ def _one_run(records: Sequence[tuple[int, dict[str, Any]]], path: Path) -> Predi
     decided: dict[int, dict[str, Any]] = {}
     finished: dict[int, dict[str, Any]] = {}
     speech: dict[int, dict[str, Any]] = {}
+    spoken: dict[int, dict[str, Any]] = {}
     for number, record in records:
         kind = record.get("type")
         if not isinstance(kind, str):
             raise AnnotationError(f"{path}:{number}: an event line without a 'type'")
-        if kind in ("window_decided", "feedback_finished", "speech_started"):
+        if kind in ("window_decided", "feedback_finished", "speech_started", "feedback_spoken"):
             index = record.get("window_index")
             if isinstance(index, bool) or not isinstance(index, int):
                 raise AnnotationError(f"{path}:{number}: {kind} without an integer window_index")
-            target = {"window_decided": decided, "feedback_finished": finished, "speech_started": speech}[kind]
+            target = {"window_decided": decided, "feedback_finished": finished, "speech_started": speech,
+                      "feedback_spoken": spoken}[kind]
             if index in target:
                 raise AnnotationError(f"{path}:{number}: a second {kind} for window {index} (one run per file, or add "
                                       "an 'episode' key to each line)")
             target[index] = {**record, "_line": number}
     out = Predictions(window_ends=sorted(_number(d.get("t_end"), f"{path}:{d['_line']}: t_end") for d in decided.values()))
-    has_speech = bool(speech) or any("audio_delay_s" in f for f in finished.values())
+    has_speech = bool(speech) or bool(spoken) or any("audio_delay_s" in f for f in finished.values())
+    first = decided.get(0)  # window 0 starts at the stream's first frame: the origin of audio_start_t
+    t0 = _number(first.get("t_start", 0.0), f"{path}: t_start") if first is not None and not first.get("final") else 0.0
     audio: list[TimedText] = []
     for index, d in sorted(decided.items()):
         if d.get("action") != "<feedback>":
@@ -291,13 +297,21 @@ def _one_run(records: Sequence[tuple[int, dict[str, Any]]], path: Path) -> Predi
         out.decision.append(TimedText(t_end, text))
         out.delivery.append(TimedText(delivered, text))
         if has_speech:
-            audio.append(TimedText(_audio_time(speech.get(index), fin, delivered, where), text))
+            heard = _audio_time(speech.get(index), spoken.get(index), fin, delivered, t0, where)
+            if heard is not None:
+                audio.append(TimedText(heard, text))
     out.decision, out.delivery = _sorted(out.decision), _sorted(out.delivery)
     out.audio = _sorted(audio) if has_speech else None
     return out
 
 
-def _audio_time(event: dict[str, Any] | None, fin: dict[str, Any] | None, delivered: float, where: str) -> float:
+def _audio_time(event: dict[str, Any] | None, spoken: dict[str, Any] | None, fin: dict[str, Any] | None,
+                delivered: float, t0: float, where: str) -> float | None:
+    """When the feedback was heard, or ``None`` if it never was (superseded, empty or failed speech)."""
+    if spoken is not None:
+        if spoken.get("status") != "spoken":
+            return None
+        return t0 + _number(spoken.get("audio_start_t"), f"{where}: feedback_spoken.audio_start_t")
     if event is not None and "t" in event:
         return _number(event["t"], f"{where}: speech_started.t")
     if event is not None and "delay_s" in event:

@@ -13,7 +13,7 @@ import pytest
 
 from evaluation.annotations import AnnotationError, collapse_runs, load_ground_truth, load_predictions
 from evaluation.timing import main
-from runtime.events import FeedbackFinished, WindowDecided
+from runtime.events import FeedbackFinished, FeedbackSpoken, WindowDecided
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -50,6 +50,22 @@ def test_speech_events_give_audio_times(tmp_path: Path) -> None:
     ])
     run = load_predictions([log], {"run.jsonl": "squat_7"})["squat_7"]
     assert run.audio is not None and run.audio[0].t == pytest.approx(2.4)
+
+
+def test_the_runtimes_feedback_spoken_events_give_audio_times(tmp_path: Path) -> None:
+    """``--speak`` runs log ``feedback_spoken``: a spoken feedback is heard at ``audio_start_t`` after the stream's
+    first frame; a superseded one was never heard and is no prediction at audio time (still one at decision time)."""
+    log = _write_jsonl(tmp_path / "run.jsonl", [
+        WindowDecided(0, 10.0, 12.0, "<feedback>", 0.9, "<feedback>", {"total": 1.0}).to_dict(),
+        FeedbackFinished(0, "Slow down", 3, 50.0, 10.0).to_dict(),
+        WindowDecided(1, 11.5, 13.5, "<feedback>", 0.9, "<feedback>", {"total": 1.0}).to_dict(),
+        FeedbackFinished(1, "Knees out", 3, 50.0, 10.0).to_dict(),
+        FeedbackSpoken(1, "Knees out", "superseded").to_dict(),
+        FeedbackSpoken(0, "Slow down", "spoken", audio_start_ms=300.0, audio_start_t=2.45, audio_s=1.0).to_dict(),
+    ])
+    run = load_predictions([log])["run"]
+    assert [x.t for x in run.decision] == [12.0, 13.5]
+    assert run.audio is not None and [(x.t, x.text) for x in run.audio] == [(pytest.approx(12.45), "Slow down")]
 
 
 def test_simple_ground_truth_sorts_items_and_reads_durations(tmp_path: Path) -> None:
