@@ -11,6 +11,7 @@ window N's video encoder (an unexpected stage exception).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return FakeBackend(before_video=in_progress)
 
     webcam.backend_from_config = factory  # type: ignore[assignment]  # the one seam the CLI builds its backend at
+    # As in a terminal: a test suite started as a background job (nohup, `cmd &`) hands its children SIGINT ignored,
+    # and Python then installs no Ctrl-C handler; the CLI's Ctrl-C path is what the signal tests exercise.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return webcam.main(argv[split + 1 :])
 
 
