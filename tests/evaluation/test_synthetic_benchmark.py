@@ -73,10 +73,12 @@ def test_episodes_follow_from_the_seed() -> None:
 def test_cli_writes_videos_and_ground_truth(tmp_path: Path) -> None:
     """One train and one held-out episode: videos, per-split ground truth at fault start + delay, episodes.json."""
     out = tmp_path / "bench"
-    assert main(["--out", str(out), "--train", "1", "--heldout", "1", "--duration", "16", "--size", "48x64"]) == 0
+    assert main(["--out", str(out), "--train", "1", "--heldout", "1", "--duration", "16", "--clean-cycles", "1",
+                 "--size", "48x64"]) == 0
     settings, specs = load_benchmark(out)
     assert settings.size == (48, 64) and [s.split for s in specs] == ["train", "heldout"]
     gt = load_ground_truth(out / "train.jsonl")["train_00"]
+    assert len(gt.items) == 1
     assert [x.t for x in gt.items] == pytest.approx([f.t_start + FEEDBACK_DELAY_S for f in specs[0].faults])
     assert gt.duration_s == 16.0 and (out / "videos" / "heldout_00.mp4").stat().st_size > 0
     assert json.loads((out / "episodes.json").read_text())["settings"]["seed"] == 0
