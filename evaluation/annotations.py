@@ -274,8 +274,8 @@ def _one_run(records: Sequence[tuple[int, dict[str, Any]]], path: Path) -> Predi
             target[index] = {**record, "_line": number}
     out = Predictions(window_ends=sorted(_number(d.get("t_end"), f"{path}:{d['_line']}: t_end") for d in decided.values()))
     has_speech = bool(speech) or bool(spoken) or any("audio_delay_s" in f for f in finished.values())
-    first = decided.get(0)  # window 0 starts at the stream's first frame: the origin of audio_start_t
-    t0 = _number(first.get("t_start", 0.0), f"{path}: t_start") if first is not None and not first.get("final") else 0.0
+    first = decided.get(0)  # window 0 starts at the stream's first frame (final or not): audio_start_t's origin
+    t0 = _number(first.get("t_start", 0.0), f"{path}: t_start") if first is not None else 0.0
     audio: list[TimedText] = []
     for index, d in sorted(decided.items()):
         if d.get("action") != "<feedback>":

@@ -22,9 +22,10 @@ import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -256,6 +257,41 @@ def _add(found: dict[str, str], key: str, path: Path) -> None:
     found[key] = path.name
 
 
+T = TypeVar("T")
+
+
+def _collect(layout: WeightLayout, from_safetensors: Callable[[Any, str, str], T],
+             from_bin: Callable[[torch.Tensor, str, str], T]) -> dict[str, T]:
+    """One value per stored tensor of the layout's files, every name checked once against duplicates and the index.
+
+    Args:
+        layout: The weight files.
+        from_safetensors: ``(open safetensors file, key, file name) -> value`` (from the header, or the data).
+        from_bin: ``(tensor, key, file name) -> value`` for ``pytorch_model.bin`` files (loaded memory-mapped,
+            weights-only).
+
+    Raises:
+        CheckpointError: Naming the file, for unreadable files, duplicates and index mismatches.
+    """
+    values: dict[str, T] = {}
+    found: dict[str, str] = {}
+    for path in layout.files:
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for key in f.keys():
+                        _add(found, key, path)
+                        values[key] = from_safetensors(f, key, path.name)
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from exc
+        else:
+            for key, tensor in _load_bin(path).items():
+                _add(found, key, path)
+                values[key] = from_bin(tensor, key, path.name)
+    _check_against_index(layout, found)
+    return values
+
+
 def tensor_infos(layout: WeightLayout) -> dict[str, TensorInfo]:
     """Names, stored dtypes and shapes of every tensor, from the safetensors headers (no tensor data is read).
 
@@ -264,24 +300,11 @@ def tensor_infos(layout: WeightLayout) -> dict[str, TensorInfo]:
     Raises:
         CheckpointError: Naming the file, for unreadable files, duplicates and index mismatches.
     """
-    infos: dict[str, TensorInfo] = {}
-    found: dict[str, str] = {}
-    for path in layout.files:
-        if path.suffix == ".safetensors":
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    for key in f.keys():
-                        _add(found, key, path)
-                        piece = f.get_slice(key)
-                        infos[key] = TensorInfo(key, str(piece.get_dtype()), tuple(piece.get_shape()), path.name)
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from exc
-        else:
-            for key, tensor in _load_bin(path).items():
-                _add(found, key, path)
-                infos[key] = TensorInfo(key, dtype_name(tensor.dtype), tuple(tensor.shape), path.name)
-    _check_against_index(layout, found)
-    return infos
+    def header(f: Any, key: str, name: str) -> TensorInfo:
+        piece = f.get_slice(key)
+        return TensorInfo(key, str(piece.get_dtype()), tuple(piece.get_shape()), name)
+
+    return _collect(layout, header, lambda t, key, name: TensorInfo(key, dtype_name(t.dtype), tuple(t.shape), name))
 
 
 def read_tensors(layout: WeightLayout) -> dict[str, torch.Tensor]:
@@ -290,20 +313,4 @@ def read_tensors(layout: WeightLayout) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: Naming the file, for unreadable files, duplicates and index mismatches.
     """
-    tensors: dict[str, torch.Tensor] = {}
-    found: dict[str, str] = {}
-    for path in layout.files:
-        if path.suffix == ".safetensors":
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    for key in f.keys():
-                        _add(found, key, path)
-                        tensors[key] = f.get_tensor(key)
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from exc
-        else:
-            for key, tensor in _load_bin(path).items():
-                _add(found, key, path)
-                tensors[key] = tensor
-    _check_against_index(layout, found)
-    return tensors
+    return _collect(layout, lambda f, key, name: f.get_tensor(key), lambda t, key, name: t)
